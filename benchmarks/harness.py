@@ -1,0 +1,192 @@
+"""Run one method on one dataset and return its record.  Never raises for a failed run.
+
+Timing is fair by construction (cf. numpyro's benchmark harness): the optimization loop is
+``lax.scan`` over a chunk of K steps, compiled ahead of time (``compile_s``); each chunk is timed by
+wall clock around ``block_until_ready`` (``wall_s`` sums the chunks only).  Between chunks, off the
+clock, q is scored in float64 on the full data (see :mod:`hierbench.scoring`) and a trace point
+{step, wall_s, elbo} recorded.  A non-finite loss or parameter stops the run as ``diverged``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+import uuid
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hierbench.datasets.base import ParamError
+from hierbench.methods.base import Infeasible
+from hierbench.records import env_info
+from hierbench.registry import build_model, lookup, parse_params
+from hierbench.scoring import Scorer
+from tqdm.auto import tqdm
+
+DEFAULT_STEPS = 10_000
+
+
+def chunking(steps: int, checkpoints: int) -> tuple[int, int]:
+    """(chunk length K, number of chunks) with K·chunks = the steps actually run (≥ ``steps``)."""
+    num_chunks = max(1, min(checkpoints, steps))
+    return math.ceil(steps / num_chunks), num_chunks
+
+
+def run_one(
+    method: str,
+    dataset: str,
+    data_params: dict[str, Any] | None = None,
+    method_params: dict[str, Any] | None = None,
+    seed: int = 0,
+    steps: int = DEFAULT_STEPS,
+    eval_draws: int = 1000,
+    checkpoints: int = 20,
+    progress: bool | None = None,
+    raise_param_errors: bool = False,
+) -> dict[str, Any]:
+    """Fit ``method`` to ``dataset`` and return a record (a JSON-ready dict).
+
+    Parameters
+    ----------
+    method, dataset : str
+        Registry names.
+    data_params, method_params : dict, optional
+        Factory parameters (strings are parsed to the right types).
+    seed : int
+        Seed of the run's PRNG key (initialization, minibatches, draws, scoring).
+    steps : int
+        Optimization steps (rounded up to whole chunks; the record has the count actually run).
+    eval_draws : int
+        Draws of q per float64 ELBO estimate.
+    checkpoints : int
+        Number of timed chunks, each followed by an off-clock trace point.
+    progress : bool, optional
+        Show a progress bar (default: when stderr is a terminal, after 2 s).
+    raise_param_errors : bool
+        Re-raise :class:`ParamError` (the CLI turns it into exit code 2) instead of recording it.
+    """
+    record: dict[str, Any] = {
+        "record_id": uuid.uuid4().hex,
+        "method": method,
+        "dataset": dataset,
+        "data_params": dict(data_params or {}),
+        "method_params": dict(method_params or {}),
+        "seed": seed,
+        "status": "error",
+        "elbo": None,
+        "elbo_se": None,
+        "log_evidence": None,
+        "kl": None,
+        "kl_per_group": None,
+        "global_mean": None,
+        "global_sd": None,
+        "steps": 0,
+        "grad_evals": 0,
+        "wall_s": 0.0,
+        "compile_s": None,
+        "trace": [],
+    }
+    try:
+        if not isinstance(seed, int) or seed < 0:
+            raise ParamError(f"seed must be an integer >= 0, got {seed!r}")
+        model = build_model(dataset, data_params)
+        chunk, num_chunks = chunking(steps, checkpoints)
+        params = parse_params("method", method, method_params or {}) | {"steps": chunk * num_chunks}
+        record["data_params"] = model.params
+        record |= {"num_groups": model.num_groups, "num_obs": model.num_obs}
+        if model.exact is not None:
+            record["log_evidence"] = float(model.exact.log_evidence)
+        algo = lookup("method", method)(model, **params)
+        record["method_params"] = algo.config
+        record["env"] = env_info(algo.config.get("dtype"))
+        _optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress)
+    except ParamError as err:
+        if raise_param_errors:
+            raise
+        record |= {"status": "error", "error": f"ParamError: {err}"}
+    except Infeasible as err:
+        record |= {"status": "infeasible", "error": str(err), "memory_bytes": err.memory_bytes}
+    except Exception as err:  # a sweep must survive any single failure
+        record |= {
+            "status": "error",
+            "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(),
+        }
+    record.setdefault("env", env_info(None))
+    return record
+
+
+def _optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress) -> None:
+    dtype = jnp.dtype(algo.config["dtype"])
+    data = {k: jnp.asarray(v, dtype) for k, v in model.data.items()}
+    key_init, key_run, key_score = jax.random.split(jax.random.key(seed), 3)
+    state = algo.init(key_init)
+
+    def run_chunk(key, state, data):
+        return jax.lax.scan(lambda s, k: algo.step(k, s, data), state, jax.random.split(key, chunk))
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(run_chunk).lower(key_run, state, data).compile()
+    record["compile_s"] = time.perf_counter() - t0
+
+    scorer = Scorer(model, algo, num_draws=eval_draws)
+    samples = algo.config["num_samples"]
+    groups = algo.config.get("batch_groups") or model.num_groups
+
+    def checkpoint(step: int, wall_s: float, train_neg_elbo: float | None) -> dict[str, Any]:
+        score = scorer(jax.random.fold_in(key_score, step), state.params)
+        point = {
+            "step": step,
+            "wall_s": wall_s,
+            "elbo": score["elbo"],
+            "elbo_se": score["elbo_se"],
+            "train_neg_elbo": train_neg_elbo,
+        }
+        record["trace"].append(point)
+        return score
+
+    score = checkpoint(0, 0.0, None)
+    record["eval_compile_s"] = scorer.compile_s
+    wall_s, status = 0.0, "ok"
+    bar = tqdm(
+        total=chunk * num_chunks,
+        desc=f"{record['method']} on {record['dataset']}",
+        unit="step",
+        disable=None if progress is None else not progress,
+        delay=2.0,
+        leave=False,
+    )
+    with bar:
+        for c in range(num_chunks):
+            t0 = time.perf_counter()
+            state, info = compiled(jax.random.fold_in(key_run, c), state, data)
+            jax.block_until_ready(state)
+            wall_s += time.perf_counter() - t0
+            losses = np.asarray(info.neg_elbo)
+            finite = np.isfinite(losses)
+            done = chunk * c + (int(np.argmin(finite)) if not finite.all() else chunk)
+            record |= {"steps": done, "wall_s": wall_s}
+            if not finite.all() or not _all_finite(state.params):
+                status = "diverged"
+                record["error"] = f"non-finite loss or parameters at step {done}"
+                break
+            score = checkpoint(done, wall_s, float(losses.mean()))
+            bar.update(chunk)
+            bar.set_postfix(elbo=f"{score['elbo']:.2f}" if score["elbo"] is not None else "nan")
+    record["status"] = status
+    record["grad_evals"] = record["steps"] * samples
+    record["group_evals"] = record["steps"] * samples * groups
+    record["steps_per_s"] = record["steps"] / wall_s if wall_s > 0 else None
+    if status == "ok":
+        if score["elbo"] is None:  # finite training loss but a non-finite full-data score
+            record |= {"status": "diverged", "error": "non-finite log weights when scoring q"}
+        record |= score
+        if record["log_evidence"] is not None and score["elbo"] is not None:
+            record["kl"] = record["log_evidence"] - score["elbo"]
+            record["kl_per_group"] = record["kl"] / record["num_groups"]
+
+
+def _all_finite(tree: Any) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))

@@ -1,0 +1,93 @@
+"""Looking things up in the dataset and method registries, with errors a user can act on."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from hierbench.datasets import DATASETS
+from hierbench.datasets.base import HierModel, ParamError
+from hierbench.methods import METHODS
+from hierbench.methods.base import TrainConfig
+
+HARNESS_OWNED = ("steps",)  # method params the harness sets from --steps
+
+
+def lookup(kind: str, name: str) -> Callable[..., Any]:
+    """The factory registered under ``name``; :class:`ParamError` lists the valid names otherwise."""
+    registry = DATASETS if kind == "dataset" else METHODS
+    if name not in registry:
+        raise ParamError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(registry)}")
+    return registry[name]
+
+
+def describe(factory: Callable[..., Any]) -> str:
+    """First line of a factory's docstring."""
+    return (inspect.getdoc(factory) or "").splitlines()[0] if factory.__doc__ else ""
+
+
+def parameters(kind: str, factory: Callable[..., Any]) -> dict[str, Any]:
+    """A factory's parameters and defaults (a method's include the shared training fields)."""
+    shared = {f.name: f.default for f in dataclasses.fields(TrainConfig)} if kind == "method" else {}
+    own = {
+        p.name: p.default
+        for p in inspect.signature(factory).parameters.values()
+        if p.kind == p.KEYWORD_ONLY or (p.kind == p.POSITIONAL_OR_KEYWORD and p.name != "model")
+    }
+    return own | {k: v for k, v in shared.items() if k not in own}  # a family may override a default
+
+
+def coerce(name: str, text: str, default: Any) -> Any:
+    """Parse ``text`` as the type of ``default`` (bool/int/float/str; ``none`` for None)."""
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        if isinstance(default, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if default is None:
+            for cast in (int, float):
+                try:
+                    return cast(text)
+                except ValueError:
+                    pass
+        return text
+    except ValueError:
+        raise ParamError(f"parameter {name}={text!r} must be of type {type(default).__name__}") from None
+
+
+def parse_params(kind: str, name: str, pairs: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """Validate ``k=v`` strings (or a dict) against a factory's parameters; typed values out."""
+    factory = lookup(kind, name)
+    valid = parameters(kind, factory)
+    items = pairs.items() if isinstance(pairs, dict) else (_split(p) for p in (pairs or []))
+    out = {}
+    for key, value in items:
+        if key not in valid:
+            raise ParamError(
+                f"unknown {kind} parameter {key!r} for {name!r}; valid: {', '.join(valid) or '(none)'}"
+            )
+        out[key] = coerce(key, value, valid[key]) if isinstance(value, str) else value
+    return out
+
+
+def _split(pair: str) -> tuple[str, str]:
+    key, sep, value = pair.partition("=")
+    if not sep or not key:
+        raise ParamError(f"parameter {pair!r} must be written key=value")
+    return key.strip(), value.strip()
+
+
+def build_model(dataset: str, data_params: dict[str, Any] | None = None) -> HierModel:
+    """Build a registered dataset's model, validating its parameters."""
+    params = parse_params("dataset", dataset, data_params or {})
+    return lookup("dataset", dataset)(**params)

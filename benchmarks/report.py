@@ -1,0 +1,152 @@
+"""Records → tables (markdown + CSV) and seaborn figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+SUMMARY_COLUMNS = [
+    "dataset",
+    "N",
+    "method",
+    "variant",
+    "status",
+    "elbo",
+    "elbo_se",
+    "kl",
+    "kl_per_group",
+    "steps",
+    "wall_s",
+    "compile_s",
+    "steps_per_s",
+    "seed",
+]
+
+
+def variant(rec: dict[str, Any]) -> str:
+    """Short label for the method parameters that distinguish runs of one method."""
+    mp = rec.get("method_params") or {}
+    parts = []
+    if mp.get("batch_groups") not in (None, rec.get("num_groups")):
+        parts.append(f"B={mp['batch_groups']}")
+    if "head" in mp:
+        parts.append(mp["head"])
+    if "rank" in mp:
+        parts.append(f"r={mp['rank']}")
+    return ",".join(parts)
+
+
+def label(rec: dict[str, Any]) -> str:
+    v = variant(rec)
+    return f"{rec['method']} ({v})" if v else rec["method"]
+
+
+def summary_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record: final scores, timings and steps/s."""
+    rows = []
+    for rec in records:
+        row = {k: rec.get(k) for k in SUMMARY_COLUMNS}
+        row["N"] = rec.get("num_groups") or (rec.get("data_params") or {}).get("N")
+        row["variant"] = variant(rec)
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    return df.sort_values(["dataset", "N", "method", "variant"], kind="stable").reset_index(drop=True)
+
+
+def trace_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Long table of trace points, with the KL (gap to the exact log evidence) where known."""
+    rows = []
+    for rec in records:
+        for point in rec.get("trace") or []:
+            if point.get("elbo") is None:
+                continue
+            kl = rec["log_evidence"] - point["elbo"] if rec.get("log_evidence") is not None else None
+            n = rec.get("num_groups") or 1
+            rows.append(
+                {
+                    "dataset": rec["dataset"],
+                    "N": rec.get("num_groups"),
+                    "method": label(rec),
+                    "step": point["step"],
+                    "wall_s": point["wall_s"],
+                    "elbo": point["elbo"],
+                    "kl_per_group": kl / n if kl is not None else None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def format_markdown(df: pd.DataFrame) -> str:
+    """A summary table as markdown, numbers rounded for reading."""
+    show = df.copy()
+    for col, fmt in {
+        "elbo": "{:.2f}",
+        "elbo_se": "{:.3f}",
+        "kl": "{:.4g}",
+        "kl_per_group": "{:.3g}",
+        "wall_s": "{:.2f}",
+        "compile_s": "{:.2f}",
+        "steps_per_s": "{:.0f}",
+    }.items():
+        show[col] = show[col].map(lambda v, f=fmt: "" if v is None or pd.isna(v) else f.format(v))
+    return show.to_markdown(index=False)
+
+
+def write_report(records: list[dict[str, Any]], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``summary.md``, ``summary.csv``, ``trace.csv`` and figures into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summary_table(records)
+    paths = {"summary_csv": out / "summary.csv", "summary_md": out / "summary.md"}
+    summary.to_csv(paths["summary_csv"], index=False)
+    paths["summary_md"].write_text(
+        "# hierbench summary\n\nFinal ELBO (float64, ± Monte Carlo standard error), KL = log evidence − ELBO "
+        "where the evidence is exact, optimization wall time (compile excluded) and compile time.\n\n"
+        + format_markdown(summary)
+        + "\n"
+    )
+    traces = trace_table(records)
+    if not traces.empty:
+        paths["trace_csv"] = out / "trace.csv"
+        traces.to_csv(paths["trace_csv"], index=False)
+        for dataset, sub in traces.groupby("dataset"):
+            paths[f"fig_{dataset}"] = _trace_figure(sub, out / f"elbo_vs_time_{dataset}.png")
+    return paths
+
+
+def _trace_figure(df: pd.DataFrame, path: Path) -> Path:
+    has_kl = df["kl_per_group"].notna().all()
+    y = "kl_per_group" if has_kl else "elbo"
+    if has_kl:
+        df = df.assign(kl_per_group=df["kl_per_group"].clip(lower=1e-6))
+    sns.set_theme(style="whitegrid", context="paper")
+    grid = sns.relplot(
+        data=df,
+        x="wall_s",
+        y=y,
+        hue="method",
+        col="N",
+        kind="line",
+        marker="o",
+        markersize=3,
+        facet_kws={"sharex": False, "sharey": False},
+        height=3.2,
+        aspect=1.1,
+    )
+    grid.set(xscale="log")
+    if has_kl:
+        grid.set(yscale="log")
+    grid.set_axis_labels(
+        "optimization wall time (s, compile excluded)", "KL(q‖p) per group (nats)" if has_kl else "ELBO"
+    )
+    grid.figure.suptitle(f"{df['dataset'].iloc[0]}: convergence", y=1.03)
+    grid.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(grid.figure)
+    return path

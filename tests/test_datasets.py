@@ -1,0 +1,316 @@
+"""Tests of the datasets: exact posterior vs brute force, backends agree, params, data layout."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.special
+import scipy.stats
+import torch
+from hierbench.datasets import DATASETS, describe, hier_linear, hier_logistic
+from hierbench.datasets.base import (
+    ParamError,
+    flatten_groups,
+    group_sizes,
+    log_joint,
+    normal_logpdf,
+)
+
+SMALL = [  # (N, n, d, ragged, seed): N·n small enough for dense (Σn_i)² linear algebra
+    (1, 5, 3, False, 0),
+    (7, 4, 5, True, 1),
+    (20, 10, 4, True, 2),
+    (20, 6, 10, False, 3),
+    (12, 1, 2, True, 4),  # Poisson(1) sizes: many groups of a single observation
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _jax_x64():
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)
+
+
+def _groups(model):
+    """Unpadded (X_i, y_i) per group."""
+    keep = model.data["mask"].astype(bool)
+    return [(model.data["x"][i][keep[i]], model.data["y"][i][keep[i]]) for i in range(model.num_groups)]
+
+
+def _brute_force(model):
+    """Dense Gaussian conditioning on the joint of w = (θ, z_1..z_N) and y: independent of the
+    precision-based formulas in hier_linear.  Returns log p(y), posterior mean and cov of w."""
+    N, d = model.num_groups, model.dim_global
+    groups = _groups(model)
+    X = scipy.linalg.block_diag(*[x for x, _ in groups])  # (Σn_i, N·d)
+    y = np.concatenate([yi for _, yi in groups])
+    # Prior: z = 1⊗θ + η, so Cov(θ) = I, Cov(θ, z) = 1ᵀ⊗I, Cov(z) = J⊗I + I.
+    ones = np.ones((1, N))
+    cov_w = np.block(
+        [
+            [np.eye(d), np.kron(ones, np.eye(d))],
+            [np.kron(ones.T, np.eye(d)), np.kron(ones.T @ ones, np.eye(d)) + np.eye(N * d)],
+        ]
+    )
+    A = np.hstack([np.zeros((len(y), d)), X])  # y = A w + ε
+    cov_y = A @ cov_w @ A.T + np.eye(len(y))
+    log_evidence = scipy.stats.multivariate_normal(np.zeros(len(y)), cov_y).logpdf(y)
+    gain = np.linalg.solve(cov_y, A @ cov_w).T  # Cov(w, y) Σ_y⁻¹
+    return log_evidence, gain @ y, cov_w - gain @ A @ cov_w
+
+
+def _q_exact_logpdf(exact, theta, z):
+    """log q(θ, z) of the exact posterior, θ (G,), z (N, L)."""
+    out = scipy.stats.multivariate_normal(exact.global_mean, exact.global_cov).logpdf(theta)
+    for i in range(z.shape[0]):
+        mean_i = exact.local_shift[i] + exact.local_gain[i] @ theta
+        out += scipy.stats.multivariate_normal(mean_i, exact.local_cov[i]).logpdf(z[i])
+    return out
+
+
+# --------------------------------------------------------------------------- exact posterior
+
+
+@pytest.mark.parametrize("N,n,d,ragged,seed", SMALL)
+def test_exact_posterior_matches_dense_gaussian(N, n, d, ragged, seed):
+    model = hier_linear.make(N=N, n=n, d=d, ragged=ragged, seed=seed)
+    exact = model.exact
+    log_evidence, mean, cov = _brute_force(model)
+    assert exact.log_evidence == pytest.approx(log_evidence, rel=1e-8)
+
+    np.testing.assert_allclose(exact.global_mean, mean[:d], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(exact.global_cov, cov[:d, :d], rtol=1e-10, atol=1e-10)
+    local_mean, local_cov = exact.local_marginals()
+    blocks = [cov[d + i * d : d + (i + 1) * d, d + i * d : d + (i + 1) * d] for i in range(N)]
+    np.testing.assert_allclose(local_mean, mean[d:].reshape(N, d), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(local_cov, np.stack(blocks), rtol=1e-10, atol=1e-10)
+    # The conditional z_i | θ: Cov(z_i, θ) = local_gain_i · global_cov.
+    cross = np.stack([cov[d + i * d : d + (i + 1) * d, :d] for i in range(N)])
+    np.testing.assert_allclose(exact.local_gain @ exact.global_cov, cross, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_exact_posterior_is_joint_over_evidence(ragged):
+    """log p(θ, z, y) − log q_exact(θ, z) = log p(y) at any (θ, z): densities and posterior agree."""
+    model = hier_linear.make(N=15, n=8, d=3, ragged=ragged, seed=5)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        theta = 2.0 * rng.standard_normal(model.dim_global)
+        z = theta + 2.0 * rng.standard_normal((model.num_groups, model.dim_local))
+        diff = float(log_joint(model, theta, z, model.data)) - _q_exact_logpdf(model.exact, theta, z)
+        assert diff == pytest.approx(model.exact.log_evidence, rel=1e-10)
+
+
+def test_exact_posterior_shapes_and_cost():
+    model = hier_linear.make(N=3000, n=5, d=6, seed=0)  # O(N·d²): a dense (N·d)² would be 2.6 GB
+    exact = model.exact
+    assert exact.global_mean.shape == (6,) and exact.global_cov.shape == (6, 6)
+    assert exact.local_shift.shape == (3000, 6)
+    assert exact.local_gain.shape == exact.local_cov.shape == (3000, 6, 6)
+    np.testing.assert_allclose(exact.global_cov, exact.global_cov.T)
+    assert np.all(np.linalg.eigvalsh(exact.local_cov) > 0) and np.isfinite(exact.log_evidence)
+
+
+# --------------------------------------------------------------------------- densities
+
+
+def _reference_log_local(name, theta, z, x, y):
+    """Per-group log-local by scipy on one group's unpadded rows."""
+    eta = x @ z
+    if name == "hier-linear":
+        loglik = scipy.stats.norm.logpdf(y, eta, 1.0)
+    else:
+        loglik = y * scipy.special.log_expit(eta) + (1 - y) * scipy.special.log_expit(-eta)
+    return scipy.stats.norm.logpdf(z, theta, 1.0).sum() + loglik.sum()
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_log_local_matches_scipy(name):
+    model = DATASETS[name](N=6, n=5, d=3, ragged=True, seed=3)
+    rng = np.random.default_rng(1)
+    theta = rng.standard_normal(3)
+    z = 3.0 * rng.standard_normal((6, 3))  # large predictors exercise the stable log-sigmoid
+    got = model.log_local(theta, z, model.data)
+    want = [_reference_log_local(name, theta, z[i], x, y) for i, (x, y) in enumerate(_groups(model))]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert float(model.log_prior_global(theta)) == pytest.approx(scipy.stats.norm.logpdf(theta).sum())
+
+
+def _random_draws(model, num_draws=4, seed=0):
+    rng = np.random.default_rng(seed)
+    theta = rng.standard_normal((num_draws, model.dim_global))
+    z = theta[:, None, :] + rng.standard_normal((num_draws, model.num_groups, model.dim_local))
+    return theta, z
+
+
+def _evaluate(model, theta, z, data):
+    """(log_prior_global, log_local, log_joint) on a leading batch of draws."""
+    return (
+        model.log_prior_global(theta),
+        model.log_local(theta[..., None, :], z, data),
+        log_joint(model, theta, z, data),
+    )
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+@pytest.mark.parametrize("ragged", [False, True])
+def test_backends_agree(name, ragged):
+    model = DATASETS[name](N=9, n=6, d=4, ragged=ragged, seed=2)
+    theta, z = _random_draws(model)
+    want = _evaluate(model, theta, z, model.data)
+    assert [w.shape for w in want] == [(4,), (4, 9), (4,)]
+
+    jax_data = {k: jnp.asarray(v) for k, v in model.data.items()}
+    torch_data = {k: torch.asarray(v, dtype=torch.float64) for k, v in model.data.items()}
+    runs = {
+        "jax": _evaluate(model, jnp.asarray(theta), jnp.asarray(z), jax_data),
+        "jax+numpy data": _evaluate(model, jnp.asarray(theta), jnp.asarray(z), model.data),
+        "torch": _evaluate(model, torch.asarray(theta), torch.asarray(z), torch_data),
+        "torch+numpy data": _evaluate(model, torch.asarray(theta), torch.asarray(z), model.data),
+    }
+    for backend, got in runs.items():
+        for g, w in zip(got, want, strict=True):
+            assert np.asarray(g).dtype == np.float64, backend
+            np.testing.assert_allclose(np.asarray(g), w, rtol=1e-10, err_msg=backend)
+
+    # One draw, no batch axis.
+    single = log_joint(model, theta[0], z[0], model.data)
+    assert np.ndim(single) == 0 and float(single) == pytest.approx(want[2][0], rel=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_jax_transforms(name):
+    model = DATASETS[name](N=5, n=7, d=3, ragged=True, seed=4)
+    theta, z = _random_draws(model, num_draws=3)
+    want = log_joint(model, theta, z, model.data)
+    data = {k: jnp.asarray(v) for k, v in model.data.items()}
+
+    def joint(t, zz, dd):
+        return log_joint(model, t, zz, dd)
+
+    np.testing.assert_allclose(jax.jit(joint)(theta, z, data), want, rtol=1e-10)
+    np.testing.assert_allclose(jax.vmap(joint, in_axes=(0, 0, None))(theta, z, data), want, rtol=1e-10)
+    # Minibatch of groups: data sliced along the group axis, under jit.
+    idx = jnp.array([0, 3])
+    mini = jax.jit(lambda t, zz: joint(t, zz[:, idx], {k: v[idx] for k, v in data.items()}))(theta, z)
+    assert mini.shape == (3,) and np.all(np.isfinite(mini))
+
+    grad_theta, grad_z = jax.grad(lambda t, zz: jnp.sum(joint(t, zz, data)), argnums=(0, 1))(theta, z)
+    assert grad_theta.shape == theta.shape and grad_z.shape == z.shape
+    assert np.all(np.isfinite(grad_theta)) and np.all(np.isfinite(grad_z))
+
+    # Same gradient from torch autograd.
+    t_theta, t_z = torch.asarray(theta).requires_grad_(), torch.asarray(z).requires_grad_()
+    log_joint(model, t_theta, t_z, model.data).sum().backward()
+    np.testing.assert_allclose(t_theta.grad.numpy(), grad_theta, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(t_z.grad.numpy(), grad_z, rtol=1e-10, atol=1e-12)
+
+
+def test_torch_float32_params_coerce_data():
+    model = hier_logistic.make(N=4, n=3, d=2, seed=0)
+    theta, z = _random_draws(model, num_draws=2)
+    got = log_joint(
+        model, torch.asarray(theta, dtype=torch.float32), torch.asarray(z, dtype=torch.float32), model.data
+    )
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), log_joint(model, theta, z, model.data), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- params and data
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"N": 0},
+        {"N": -3},
+        {"N": 2.5},
+        {"N": "10"},
+        {"N": True},
+        {"n": 0},
+        {"d": 0},
+        {"d": None},
+        {"ragged": "yes"},
+        {"ragged": 1},
+        {"seed": -1},
+        {"seed": 1.0},
+    ],
+)
+def test_bad_params_raise(name, bad):
+    with pytest.raises(ParamError, match=next(iter(bad))):
+        DATASETS[name](**bad)
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_model_fields_and_seeds(name):
+    model = DATASETS[name](N=8, n=5, d=3, seed=7)
+    assert model.name == name and model.num_groups == 8 and model.dim_global == model.dim_local == 3
+    assert model.global_names == ("theta[1]", "theta[2]", "theta[3]")
+    assert model.params == {"N": 8, "n": 5, "d": 3, "ragged": False, "seed": 7}
+    assert model.data["x"].shape == (8, 5, 3) and model.data["y"].shape == model.data["mask"].shape == (8, 5)
+    assert all(v.dtype == np.float64 for v in model.data.values())
+    assert (model.exact is not None) == (name == "hier-linear")
+    assert describe(name) and "\n" not in describe(name)
+
+    same = DATASETS[name](N=8, n=5, d=3, seed=7)
+    other = DATASETS[name](N=8, n=5, d=3, seed=8)
+    for key in model.data:
+        np.testing.assert_array_equal(model.data[key], same.data[key])
+    assert not np.array_equal(model.data["x"], other.data["x"])
+    assert not np.array_equal(model.data["y"], other.data["y"])
+    if model.exact is not None:
+        assert model.exact.log_evidence == same.exact.log_evidence != other.exact.log_evidence
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_ragged_layout(name):
+    N, n, seed = 40, 6, 11
+    model = DATASETS[name](N=N, n=n, d=2, ragged=True, seed=seed)
+    mask = model.data["mask"]
+    sizes = mask.sum(1).astype(int)
+    # The sizes are the generator's first draw (documented order).
+    np.testing.assert_array_equal(sizes, group_sizes(np.random.default_rng(seed), N, n, True))
+    assert len(np.unique(sizes)) > 1 and sizes.min() >= 1 and mask.shape[1] == sizes.max()
+    assert set(np.unique(mask)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(mask, np.arange(mask.shape[1])[None, :] < sizes[:, None])  # prefix
+    assert np.all(model.data["x"][mask == 0] == 0) and np.all(model.data["y"][mask == 0] == 0)
+
+    flat = flatten_groups(model.data)
+    assert len(flat["y"]) == flat["x"].shape[0] == model.num_obs == sizes.sum()
+    np.testing.assert_array_equal(np.bincount(flat["group"], minlength=N), sizes)
+
+    fixed = DATASETS[name](N=N, n=n, d=2, ragged=False, seed=seed)
+    assert np.all(fixed.data["mask"] == 1) and fixed.num_obs == N * n
+
+
+def test_simulate_matches_make():
+    sim = hier_linear.simulate(N=5, n=4, d=2, ragged=True, seed=9)
+    model = hier_linear.make(N=5, n=4, d=2, ragged=True, seed=9)
+    for key in model.data:
+        np.testing.assert_array_equal(sim.data[key], model.data[key])
+    assert sim.theta.shape == (2,) and sim.z.shape == (5, 2)
+
+
+def test_logistic_data_and_signal():
+    sim = hier_logistic.simulate(N=50, n=40, d=3, seed=0)
+    model = hier_logistic.make(N=50, n=40, d=3, seed=0)
+    y = model.data["y"]
+    assert set(np.unique(y)) <= {0.0, 1.0} and 0.2 < y.mean() < 0.8
+    np.testing.assert_array_equal(sim.data["y"], y)
+    # Same hierarchy and covariates as hier-linear with the same params: only y differs.
+    linear = hier_linear.simulate(N=50, n=40, d=3, seed=0)
+    np.testing.assert_array_equal(linear.data["x"], model.data["x"])
+    np.testing.assert_array_equal(linear.z, sim.z)
+
+    def mean_loglik(z):
+        local = model.log_local(sim.theta, z, model.data)
+        return (local - normal_logpdf(z, sim.theta).sum(-1)).sum() / model.num_obs
+
+    assert mean_loglik(sim.z) > mean_loglik(np.zeros_like(sim.z)) + 0.1
+    assert mean_loglik(np.zeros_like(sim.z)) == pytest.approx(-np.log(2.0))
