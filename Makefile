@@ -29,6 +29,9 @@ test-all: setup  ## every test, slow ones included
 bench: setup  ## the default benchmark: five methods on hier-linear, N in {10, 100, 1000}
 	$(VENV)/bin/hierbench bench --out results/bench
 
+report: setup  ## rebuild results/bench tables and figures from its records
+	$(VENV)/bin/hierbench report results/bench/records.jsonl --out results/bench
+
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check benchmarks datasets methods tests
 	$(VENV)/bin/ruff format --check benchmarks datasets methods tests

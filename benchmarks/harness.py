@@ -26,6 +26,7 @@ from hierbench.scoring import Scorer
 from tqdm.auto import tqdm
 
 DEFAULT_STEPS = 10_000
+IMPOSSIBLE_SE = 5.0  # an ELBO this many SEs above an exact log evidence is a numerical failure
 
 
 def chunking(steps: int, checkpoints: int) -> tuple[int, int]:
@@ -186,6 +187,14 @@ def _optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress
         if record["log_evidence"] is not None and score["elbo"] is not None:
             record["kl"] = record["log_evidence"] - score["elbo"]
             record["kl_per_group"] = record["kl"] / record["num_groups"]
+            # KL ≥ 0 always: an ELBO clearly above the exact evidence means q's log density has
+            # broken down numerically (e.g. a near-singular Cholesky factor), not a good fit.
+            if record["kl"] < -(IMPOSSIBLE_SE * score["elbo_se"] + 1e-8 * abs(record["log_evidence"])):
+                record |= {
+                    "status": "diverged",
+                    "error": f"ELBO exceeds the exact log evidence by {-record['kl']:.3g} nats "
+                    f"({IMPOSSIBLE_SE}+ standard errors): q's density broke down numerically",
+                }
 
 
 def _all_finite(tree: Any) -> bool:

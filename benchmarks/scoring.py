@@ -2,8 +2,8 @@
 
 The ELBO is estimated from ``num_draws`` independent draws of q on the *full* data as the mean of
 log p(θ, z, y) − log q(θ, z), with its Monte Carlo standard error.  Draws are processed in chunks
-sized so that one chunk's log-likelihood intermediates stay under ``max_chunk_floats`` numbers, so
-memory stays bounded for any N (one chunk holds ≥ 1 draw of all groups: O(N·n) numbers).
+sized so that a chunk's draws stay under ``max_chunk_floats`` numbers, and each chunk's likelihood
+in blocks of a few draws, so memory stays bounded for any N.
 """
 
 from __future__ import annotations
@@ -56,18 +56,27 @@ class Scorer:
         self.model = model
         self.data = as_float64({k: jnp.asarray(v) for k, v in model.data.items()})
         n_max = model.data["mask"].shape[1] if "mask" in model.data else 1
-        per_draw = model.num_groups * (n_max + model.dim_local) + model.dim_global
-        chunk = max(1, min(num_draws, max_chunk_floats // per_draw))
-        chunk = max(iw_k, chunk - chunk % iw_k)  # whole IW groups per chunk
-        self.num_chunks = math.ceil(num_draws / chunk)
+        # A chunk of draws is sampled at once (q's per-group parameters, e.g. the amortization net's
+        # outputs, are computed once per chunk), then scored in blocks of `block` draws under
+        # lax.map: XLA on CPU runs the batched likelihood matmul ~20x faster per draw at 8-16 draws
+        # than at hundreds (measured, N=1000), and a block's (block, N, n_max) intermediates stay small.
+        block = iw_k
+        per_draw = model.num_groups * model.dim_local + model.dim_global
+        most = max(block, max_chunk_floats // (2 * per_draw))
+        self.num_chunks = math.ceil(num_draws / most)
+        chunk = block * math.ceil(num_draws / self.num_chunks / block)  # even chunks, whole blocks
         self.chunk = chunk
         self.num_draws = chunk * self.num_chunks
         self.iw_k = iw_k
+        if block * model.num_groups * n_max > max_chunk_floats:
+            raise ValueError("a block of draws does not fit max_chunk_floats; raise it")
 
         def score_chunk(key, params, data):
             draws = method.sample(key, params, data, chunk)
-            log_w = log_joint(model, draws.theta, draws.z, data) - draws.log_q
-            return log_w, draws.theta
+            theta = draws.theta.reshape(chunk // block, block, -1)
+            z = draws.z.reshape(chunk // block, block, *draws.z.shape[1:])
+            log_p = jax.lax.map(lambda tz: log_joint(model, tz[0], tz[1], data), (theta, z))
+            return log_p.reshape(chunk) - draws.log_q, draws.theta
 
         self._score_chunk = jax.jit(score_chunk)
         self.compile_s: float | None = None

@@ -22,7 +22,7 @@ def make(model: HierModel, *, init_sd: float = 0.1, max_dim: int = 2000, lr: flo
         # parameters + gradient + two Adam moments, each D² numbers
         memory = 4 * dim * dim * (4 if cfg.dtype == "float32" else 8)
         raise Infeasible(
-            f"dense needs a {dim}x{dim} Cholesky factor (~{memory / 2**30:.1f} GiB with Adam state, "
+            f"dense needs a {dim}x{dim} Cholesky factor (~{memory / 2**20:,.0f} MiB with Adam state, "
             f"O(D^2) work per draw); dimension {dim} > max_dim={max_dim}",
             memory_bytes=memory,
         )

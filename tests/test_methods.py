@@ -147,3 +147,11 @@ def test_same_seed_same_record():
     a = run_one("amortized", "hier-linear", {"N": 8, "n": 5, "d": 3}, steps=40, eval_draws=100, checkpoints=2)
     b = run_one("amortized", "hier-linear", {"N": 8, "n": 5, "d": 3}, steps=40, eval_draws=100, checkpoints=2)
     assert a["elbo"] == b["elbo"] and a["global_mean"] == b["global_mean"]
+
+
+def test_numerically_broken_q_is_diverged_not_ok():
+    """Dense at lr=1e-2 with STL drives its Cholesky factor near-singular (measured): its 'ELBO' then
+    exceeds the exact log evidence, which the harness must report as a failure, not a great fit."""
+    rec = run_one("dense", "hier-linear", LINEAR10, {"lr": 1e-2}, steps=1000, checkpoints=2)
+    assert rec["status"] == "diverged"
+    assert "log evidence" in rec["error"] or "non-finite" in rec["error"]
