@@ -22,10 +22,10 @@ BENCH_PLAN: list[tuple[str, dict[str, Any], int]] = [
     # steps would take the whole budget, and STL at that size drives its factor near-singular
     # (measured; without STL it is stable but slow).  Larger N is recorded as `infeasible`.
     ("dense", {"max_dim": 200}, 20_000),
-    ("branch", {}, 5_000),
+    ("branch", {}, 4_000),
     ("branch", {"batch_groups": 10}, 10_000),
-    ("amortized", {"head": "moments", "batch_groups": 32}, 6_000),
-    ("amortized", {"head": "potential", "batch_groups": 32}, 6_000),
+    ("amortized", {"head": "moments", "batch_groups": 32}, 4_000),
+    ("amortized", {"head": "potential", "batch_groups": 32}, 10_000),
 ]
 
 
