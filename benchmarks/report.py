@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -141,6 +142,8 @@ def _trace_figure(df: pd.DataFrame, path: Path) -> Path:
         aspect=1.1,
     )
     grid.set(xscale="log")
+    for ax in grid.axes.flat:  # minor-tick labels on a short log axis overlap
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     if has_kl:
         grid.set(yscale="log")
     grid.set_axis_labels(
