@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from hierbench.datasets.base import HierModel, ParamError, log_joint
+from hierbench.datasets.base import HierModel, ParamError
 
 jax.config.update("jax_enable_x64", True)  # float64 must be available for off-clock scoring
 
@@ -213,8 +213,3 @@ def make_vi(
 
     resolved = dataclasses.asdict(train) | {"batch_groups": batch_groups} | config
     return Method(init, step, sample, resolved)
-
-
-def full_data_log_joint(model: HierModel, draws: Draws, data: Data) -> jax.Array:
-    """log p(θ, z, y) for full-data draws, ``(S,)``."""
-    return log_joint(model, draws.theta, draws.z, data)
