@@ -99,7 +99,10 @@ class Scorer:
 def summarize(log_w: np.ndarray, theta: np.ndarray, iw_k: int) -> dict[str, Any]:
     """ELBO and IW-ELBO (with standard errors) from log weights, plus θ's mean and sd under q."""
     m = len(log_w)
-    finite = bool(np.all(np.isfinite(log_w)))
+    # Log weights of astronomically large magnitude (a numerically broken q) overflow the variance;
+    # such an estimate is not an ELBO, so report it as non-finite rather than with an infinite se.
+    with np.errstate(over="ignore"):
+        finite = bool(np.all(np.isfinite(log_w)) and np.isfinite(np.var(log_w)))
     iw_terms = np.asarray(logsumexp(log_w[: m - m % iw_k].reshape(-1, iw_k), axis=1)) - math.log(iw_k)
     return {
         "elbo": float(np.mean(log_w)) if finite else None,

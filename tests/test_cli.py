@@ -165,3 +165,13 @@ def test_torn_last_line_is_skipped(tmp_path):
     with pytest.warns(UserWarning, match="not complete JSON"):
         recs = read_records([path])
     assert recs == [{"a": 1, "x": None, "v": [0, 1, 2]}]
+
+
+def test_overflowing_log_weights_are_not_an_elbo():
+    from hierbench.scoring import summarize
+
+    log_w = np.array([1e180, -2e180, 3e179, 0.0] * 5)
+    out = summarize(log_w, np.zeros((20, 2)), iw_k=10)
+    assert out["elbo"] is None and out["elbo_se"] is None
+    ok = summarize(np.linspace(-1, 1, 20), np.zeros((20, 2)), iw_k=10)
+    assert ok["elbo"] == pytest.approx(0.0, abs=1e-12) and ok["elbo_se"] > 0
