@@ -18,9 +18,9 @@ BENCH_CHECKPOINTS = 10  # trace points per run (each a 1000-draw float64 ELBO, o
 BENCH_PLAN: list[tuple[str, dict[str, Any], int]] = [
     ("meanfield", {}, 3_000),
     ("lowrank", {"rank": 5}, 3_000),
-    # dense is capped at D ≤ 200 here (N=10): at D=1010 (N=100) it runs 38 steps/s on 2 cores, so 20k
-    # steps would take the whole budget, and STL at that size drives its factor near-singular
-    # (measured; without STL it is stable but slow).  Larger N is recorded as `infeasible`.
+    # dense is capped at D ≤ 200 here (N=10): at D=1010 (N=100) it runs ~30-38 steps/s on 2 cores, so
+    # 20k steps would take the whole budget (and there it trains without STL, see methods/dense.py).
+    # Larger N is recorded as `infeasible`.
     ("dense", {"max_dim": 200}, 20_000),
     ("branch", {}, 4_000),
     ("branch", {"batch_groups": 10}, 10_000),

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from hierbench.datasets import DATASETS
 from hierbench.datasets.base import ParamError, flatten_groups
 from hierbench.methods import METHODS

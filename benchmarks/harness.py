@@ -18,12 +18,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
+
 from hierbench.datasets.base import ParamError
 from hierbench.methods.base import Infeasible
 from hierbench.records import env_info
 from hierbench.registry import build_model, lookup, parse_params
 from hierbench.scoring import Scorer
-from tqdm.auto import tqdm
 
 DEFAULT_STEPS = 10_000
 IMPOSSIBLE_SE = 5.0  # an ELBO this many SEs above an exact log evidence is a numerical failure

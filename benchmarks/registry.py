@@ -55,6 +55,8 @@ def coerce(name: str, text: str, default: Any) -> Any:
         if isinstance(default, float):
             return float(text)
         if default is None:
+            if text.lower() in ("true", "false", "yes", "no", "on", "off"):
+                return text.lower() in ("true", "yes", "on")
             for cast in (int, float):
                 try:
                     return cast(text)

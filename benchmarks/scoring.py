@@ -15,9 +15,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import logsumexp
+
 from hierbench.datasets.base import HierModel, log_joint
 from hierbench.methods.base import Method
-from jax.scipy.special import logsumexp
 
 jax.config.update("jax_enable_x64", True)
 

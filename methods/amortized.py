@@ -25,6 +25,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from hierbench.datasets.base import HierModel, check_positive_int
 from hierbench.methods import _gaussian as g
 from hierbench.methods.base import Family, Method, check_choice, make_vi, train_config

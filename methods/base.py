@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
 from hierbench.datasets.base import HierModel, ParamError
 
 jax.config.update("jax_enable_x64", True)  # float64 must be available for off-clock scoring

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
 from hierbench.datasets.base import HierModel
 from hierbench.methods import _gaussian as g
 from hierbench.methods.base import Family, Method, make_vi, train_config

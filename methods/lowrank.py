@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
 from hierbench.datasets.base import HierModel, check_positive_int
 from hierbench.methods import _gaussian as g
 from hierbench.methods.base import Method, make_vi, train_config

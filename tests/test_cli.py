@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from hierbench.cli import main
 from hierbench.records import append_record, read_records
 

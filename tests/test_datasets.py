@@ -10,6 +10,7 @@ import scipy.linalg
 import scipy.special
 import scipy.stats
 import torch
+
 from hierbench.datasets import DATASETS, describe, hier_linear, hier_logistic
 from hierbench.datasets.base import (
     ParamError,

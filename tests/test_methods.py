@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from hierbench.datasets import DATASETS
 from hierbench.datasets.base import ParamError, log_joint
 from hierbench.harness import run_one
@@ -155,3 +156,10 @@ def test_numerically_broken_q_is_diverged_not_ok():
     rec = run_one("dense", "hier-linear", LINEAR10, {"lr": 1e-2}, steps=1000, checkpoints=2)
     assert rec["status"] == "diverged"
     assert "log evidence" in rec["error"] or "non-finite" in rec["error"]
+
+
+def test_dense_stl_default_depends_on_dimension():
+    small = METHODS["dense"](build_model("hier-linear", LINEAR10), steps=10)
+    large = METHODS["dense"](build_model("hier-linear", {"N": 100}), steps=10)
+    forced = METHODS["dense"](build_model("hier-linear", {"N": 100}), steps=10, stl=True)
+    assert small.config["stl"] is True and large.config["stl"] is False and forced.config["stl"] is True
