@@ -25,7 +25,8 @@ def lookup(kind: str, name: str) -> Callable[..., Any]:
 
 def describe(factory: Callable[..., Any]) -> str:
     """First line of a factory's docstring."""
-    return (inspect.getdoc(factory) or "").splitlines()[0] if factory.__doc__ else ""
+    doc = inspect.getdoc(factory) or ""
+    return doc.splitlines()[0] if doc else ""
 
 
 def parameters(kind: str, factory: Callable[..., Any]) -> dict[str, Any]:

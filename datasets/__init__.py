@@ -5,7 +5,7 @@ in :mod:`hierbench.datasets.base`).  To add a dataset:
 
 1. write ``datasets/<name>.py`` with ``make``; give ``make`` keyword params with defaults,
    validate them with :class:`~hierbench.datasets.base.ParamError`, and start its docstring with
-   a one-line description (shown by :func:`describe`);
+   a one-line description (shown by `hierbench list`);
 2. add one line ``"<name>": <module>.make`` to :data:`DATASETS` below.
 """
 
@@ -14,17 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import hier_linear, hier_logistic
-from .base import HierModel, ParamError
+from .base import HierModel
 
 DATASETS: dict[str, Callable[..., HierModel]] = {
     "hier-linear": hier_linear.make,
     "hier-logistic": hier_logistic.make,
 }
-
-
-def describe(name: str) -> str:
-    """One-line description of dataset ``name`` (the first line of its factory's docstring)."""
-    if name not in DATASETS:
-        raise ParamError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
-    doc = DATASETS[name].__doc__ or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""

@@ -11,7 +11,7 @@ import scipy.special
 import scipy.stats
 import torch
 
-from hierbench.datasets import DATASETS, describe, hier_linear, hier_logistic
+from hierbench.datasets import DATASETS, hier_linear, hier_logistic
 from hierbench.datasets.base import (
     ParamError,
     flatten_groups,
@@ -19,6 +19,7 @@ from hierbench.datasets.base import (
     log_joint,
     normal_logpdf,
 )
+from hierbench.registry import describe
 
 SMALL = [  # (N, n, d, ragged, seed): N·n small enough for dense (Σn_i)² linear algebra
     (1, 5, 3, False, 0),
@@ -257,7 +258,7 @@ def test_model_fields_and_seeds(name):
     assert model.data["x"].shape == (8, 5, 3) and model.data["y"].shape == model.data["mask"].shape == (8, 5)
     assert all(v.dtype == np.float64 for v in model.data.values())
     assert (model.exact is not None) == (name == "hier-linear")
-    assert describe(name) and "\n" not in describe(name)
+    assert describe(DATASETS[name]) and "\n" not in describe(DATASETS[name])
 
     same = DATASETS[name](N=8, n=5, d=3, seed=7)
     other = DATASETS[name](N=8, n=5, d=3, seed=8)
