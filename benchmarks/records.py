@@ -87,7 +87,8 @@ def _static_env() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "hostname": platform.node(),
         "git_sha": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # dirty = uncommitted changes to the code; generated output under results/ does not count
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")),
         "argv": sys.argv,
     }
 
