@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import hier_linear, hier_logistic
+from . import chem97, eight_schools, hier_linear, hier_logistic, movielens, radon
 from .base import HierModel
 
 DATASETS: dict[str, Callable[..., HierModel]] = {
     "hier-linear": hier_linear.make,
     "hier-logistic": hier_logistic.make,
+    "eight-schools": eight_schools.make,
+    "radon": radon.make,
+    "movielens-small": movielens.make,
+    "chem97": chem97.make,
 }

@@ -41,6 +41,7 @@ from .base import (
     ParamError,
     check_positive_int,
     coerce_data,
+    flatten_groups,
     group_sizes,
     normal_logpdf,
     pad_groups,
@@ -116,6 +117,12 @@ def log_local(theta: Array, z: Array, data: dict[str, Array]) -> Array:
     return log_prior + xp.sum(mask * normal_logpdf(y, eta), axis=-1)
 
 
+def log_lik(theta: Array, z: Array, data: dict[str, Array]) -> Array:
+    """Σ_j mask_j log N(y_j | x_jᵀz, 1): the observation terms of :func:`log_local`."""
+    xp, _, eta, y, mask = regression_terms(theta, z, data)
+    return xp.sum(mask * normal_logpdf(y, eta), axis=-1)
+
+
 def _draw_gaussian_y(rng: np.random.Generator, eta: np.ndarray) -> np.ndarray:
     return eta + rng.standard_normal(eta.shape)
 
@@ -170,6 +177,7 @@ def regression_model(
     sim: Simulation,
     log_local: Callable[[Array, Array, dict[str, Array]], Array],
     exact: ExactGaussianPosterior | None = None,
+    log_lik: Callable[[Array, Array, dict[str, Array]], Array] | None = None,
 ) -> HierModel:
     """Wrap a simulated hierarchical regression (prior N(0, I), z_i ~ N(θ, I)) as a HierModel."""
     d = sim.params["d"]
@@ -184,7 +192,36 @@ def regression_model(
         params=sim.params,
         exact=exact,
         global_names=tuple(f"theta[{k + 1}]" for k in range(d)),  # 1-based, Stan style
+        natural=natural,
+        stan_data=stan_data(sim.data),
+        log_lik=log_lik,
     )
+
+
+def natural(theta: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+    """θ ``(S, d)`` and z ``(S, N, d)`` under the names ``datasets/stan/hier_*.stan`` outputs.
+
+    The parameterization is already the natural one; flattened (:func:`~.base.flat_names`) these
+    are ``theta[k]`` (= ``global_names``) and ``z[i,k]``.
+    """
+    return {"theta": theta, "z": z}
+
+
+def stan_data(data: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The data block of ``datasets/stan/hier_linear.stan`` and ``hier_logistic.stan``.
+
+    Long format, one row per (unpadded) observation, group by group: ``N``, ``d``, ``M`` (total
+    observations), ``group`` (1-based), ``x`` ``(M, d)`` and ``y`` ``(M,)``.
+    """
+    flat = flatten_groups(data)
+    return {
+        "N": int(data["x"].shape[0]),
+        "d": int(data["x"].shape[-1]),
+        "M": int(flat["y"].shape[0]),
+        "group": flat["group"] + 1,
+        "x": flat["x"],
+        "y": flat["y"],
+    }
 
 
 def simulate(N: int = 100, n: int = 20, d: int = 10, ragged: bool = False, seed: int = 0) -> Simulation:
@@ -219,4 +256,4 @@ def make(N: int = 100, n: int = 20, d: int = 10, ragged: bool = False, seed: int
         If a parameter has the wrong type or range.
     """
     sim = simulate(N, n, d, ragged, seed)
-    return regression_model("hier-linear", sim, log_local, exact_posterior(sim.data))
+    return regression_model("hier-linear", sim, log_local, exact_posterior(sim.data), log_lik)

@@ -28,9 +28,18 @@ from .base import Array, HierModel
 def log_local(theta: Array, z: Array, data: dict[str, Array]) -> Array:
     """log N(z | θ, I) + Σ_j mask_j log Bernoulli(y_j | σ(x_jᵀz)), broadcasting as in :mod:`.base`."""
     xp, log_prior, eta, y, mask = hier_linear.regression_terms(theta, z, data)
+    return log_prior + _bernoulli_loglik(xp, eta, y, mask)
+
+
+def log_lik(theta: Array, z: Array, data: dict[str, Array]) -> Array:
+    """Σ_j mask_j log Bernoulli(y_j | σ(x_jᵀz)): the observation terms of :func:`log_local`."""
+    xp, _, eta, y, mask = hier_linear.regression_terms(theta, z, data)
+    return _bernoulli_loglik(xp, eta, y, mask)
+
+
+def _bernoulli_loglik(xp, eta: Array, y: Array, mask: Array) -> Array:
     # y·t − softplus(t): finite for any t, unlike log(sigmoid(t)).
-    loglik = y * eta - xp.logaddexp(xp.zeros_like(eta), eta)
-    return log_prior + xp.sum(mask * loglik, axis=-1)
+    return xp.sum(mask * (y * eta - xp.logaddexp(xp.zeros_like(eta), eta)), axis=-1)
 
 
 def _draw_bernoulli_y(rng: np.random.Generator, eta: np.ndarray) -> np.ndarray:
@@ -72,4 +81,5 @@ def make(N: int = 100, n: int = 20, d: int = 10, ragged: bool = False, seed: int
     ParamError
         If a parameter has the wrong type or range.
     """
-    return hier_linear.regression_model("hier-logistic", simulate(N, n, d, ragged, seed), log_local)
+    sim = simulate(N, n, d, ragged, seed)
+    return hier_linear.regression_model("hier-logistic", sim, log_local, log_lik=log_lik)

@@ -1,6 +1,11 @@
-"""Tests of the datasets: exact posterior vs brute force, backends agree, params, data layout."""
+"""Tests of the datasets: the contract for every registered dataset (fields, backends agree, natural
+parameters, Stan program names), and for the simulated regressions the exact posterior vs brute force,
+params and the ragged data layout.  The real datasets' data and densities are in test_real_datasets.py."""
 
 from __future__ import annotations
+
+import re
+from importlib import resources
 
 import jax
 import jax.numpy as jnp
@@ -10,16 +15,21 @@ import scipy.linalg
 import scipy.special
 import scipy.stats
 import torch
+from conftest import SMALL_DATA_PARAMS
 
 from hierbench.datasets import DATASETS, hier_linear, hier_logistic
 from hierbench.datasets.base import (
     ParamError,
+    flat_names,
     flatten_groups,
     group_sizes,
     log_joint,
+    natural_draws,
     normal_logpdf,
 )
 from hierbench.registry import describe
+
+SIMULATED = ["hier-linear", "hier-logistic"]  # simulated regressions with params N, n, d, ragged, seed
 
 SMALL = [  # (N, n, d, ragged, seed): N·n small enough for dense (Σn_i)² linear algebra
     (1, 5, 3, False, 0),
@@ -131,7 +141,7 @@ def _reference_log_local(name, theta, z, x, y):
     return scipy.stats.norm.logpdf(z, theta, 1.0).sum() + loglik.sum()
 
 
-@pytest.mark.parametrize("name", sorted(DATASETS))
+@pytest.mark.parametrize("name", SIMULATED)
 def test_log_local_matches_scipy(name):
     model = DATASETS[name](N=6, n=5, d=3, ragged=True, seed=3)
     rng = np.random.default_rng(1)
@@ -144,6 +154,7 @@ def test_log_local_matches_scipy(name):
 
 
 def _random_draws(model, num_draws=4, seed=0):
+    """θ ~ N(0, I) and z_i ~ N(θ, I) (z_i and θ have the same size in the simulated models)."""
     rng = np.random.default_rng(seed)
     theta = rng.standard_normal((num_draws, model.dim_global))
     z = theta[:, None, :] + rng.standard_normal((num_draws, model.num_groups, model.dim_local))
@@ -159,7 +170,7 @@ def _evaluate(model, theta, z, data):
     )
 
 
-@pytest.mark.parametrize("name", sorted(DATASETS))
+@pytest.mark.parametrize("name", SIMULATED)
 @pytest.mark.parametrize("ragged", [False, True])
 def test_backends_agree(name, ragged):
     model = DATASETS[name](N=9, n=6, d=4, ragged=ragged, seed=2)
@@ -185,7 +196,7 @@ def test_backends_agree(name, ragged):
     assert np.ndim(single) == 0 and float(single) == pytest.approx(want[2][0], rel=1e-12)
 
 
-@pytest.mark.parametrize("name", sorted(DATASETS))
+@pytest.mark.parametrize("name", SIMULATED)
 def test_jax_transforms(name):
     model = DATASETS[name](N=5, n=7, d=3, ragged=True, seed=4)
     theta, z = _random_draws(model, num_draws=3)
@@ -226,7 +237,7 @@ def test_torch_float32_params_coerce_data():
 # --------------------------------------------------------------------------- params and data
 
 
-@pytest.mark.parametrize("name", sorted(DATASETS))
+@pytest.mark.parametrize("name", SIMULATED)
 @pytest.mark.parametrize(
     "bad",
     [
@@ -249,7 +260,7 @@ def test_bad_params_raise(name, bad):
         DATASETS[name](**bad)
 
 
-@pytest.mark.parametrize("name", sorted(DATASETS))
+@pytest.mark.parametrize("name", SIMULATED)
 def test_model_fields_and_seeds(name):
     model = DATASETS[name](N=8, n=5, d=3, seed=7)
     assert model.name == name and model.num_groups == 8 and model.dim_global == model.dim_local == 3
@@ -270,7 +281,7 @@ def test_model_fields_and_seeds(name):
         assert model.exact.log_evidence == same.exact.log_evidence != other.exact.log_evidence
 
 
-@pytest.mark.parametrize("name", sorted(DATASETS))
+@pytest.mark.parametrize("name", SIMULATED)
 def test_ragged_layout(name):
     N, n, seed = 40, 6, 11
     model = DATASETS[name](N=N, n=n, d=2, ragged=True, seed=seed)
@@ -316,3 +327,195 @@ def test_logistic_data_and_signal():
 
     assert mean_loglik(sim.z) > mean_loglik(np.zeros_like(sim.z)) + 0.1
     assert mean_loglik(np.zeros_like(sim.z)) == pytest.approx(-np.log(2.0))
+
+
+# --------------------------------------------------------------------------- every dataset's contract
+
+
+@pytest.fixture(scope="module")
+def small_models():
+    """One small instance per registered dataset (built once: movielens reads a 100k-row pickle)."""
+    return {name: DATASETS[name](**SMALL_DATA_PARAMS[name]) for name in sorted(DATASETS)}
+
+
+def _contract_draws(model, num_draws=3, seed=0):
+    """θ ~ N(0, 0.5² I) and z ~ N(0, I): moderate values of any model's unconstrained parameters."""
+    rng = np.random.default_rng(seed)
+    theta = 0.5 * rng.standard_normal((num_draws, model.dim_global))
+    return theta, rng.standard_normal((num_draws, model.num_groups, model.dim_local))
+
+
+def _stan_program(name):
+    path = resources.files("hierbench.datasets") / "stan" / (name.replace("-", "_") + ".stan")
+    return path.read_text() if path.is_file() else None
+
+
+def test_small_params_cover_the_registry():
+    assert set(SMALL_DATA_PARAMS) == set(DATASETS)
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_contract_fields(name, small_models):
+    model = small_models[name]
+    N, L, G = model.num_groups, model.dim_local, model.dim_global
+    assert model.name == name and N >= 1 and L >= 1 and G >= 1
+    assert len(model.global_names) == G and len(set(model.global_names)) == G
+    line = describe(DATASETS[name])
+    assert line and "\n" not in line and DATASETS[name].__module__.startswith("hierbench.datasets.")
+    assert isinstance(model.params, dict)
+    for data in [model.data] + ([model.test_data] if model.test_data is not None else []):
+        assert set(data) == set(model.data)
+        for key, value in data.items():
+            assert isinstance(value, np.ndarray) and value.dtype == np.float64, key
+            assert value.shape[0] == N, key
+        if "mask" in data:
+            mask = data["mask"]
+            assert mask.ndim == 2 and set(np.unique(mask)) <= {0.0, 1.0}
+            sizes = mask.sum(1)
+            np.testing.assert_array_equal(mask, np.arange(mask.shape[1])[None, :] < sizes[:, None])
+            for key, value in data.items():
+                assert value.shape[:2] == mask.shape, key
+                assert np.all(value[mask == 0] == 0), key  # padding is zero
+        else:  # one observation per group: no row axis
+            assert all(value.ndim == 1 for value in data.values())
+    assert model.num_obs == (int(model.data["mask"].sum()) if "mask" in model.data else N)
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_contract_backends_agree(name, small_models):
+    model = small_models[name]
+    theta, z = _contract_draws(model)
+    N = model.num_groups
+    want = _evaluate(model, theta, z, model.data)
+    assert [w.shape for w in want] == [(3,), (3, N), (3,)]
+    assert all(np.all(np.isfinite(w)) for w in want)
+    jax_data = {k: jnp.asarray(v) for k, v in model.data.items()}
+    torch_data = {k: torch.asarray(v, dtype=torch.float64) for k, v in model.data.items()}
+    runs = {
+        "jax": _evaluate(model, jnp.asarray(theta), jnp.asarray(z), jax_data),
+        "jax+numpy data": _evaluate(model, jnp.asarray(theta), jnp.asarray(z), model.data),
+        "torch": _evaluate(model, torch.asarray(theta), torch.asarray(z), torch_data),
+        "torch+numpy data": _evaluate(model, torch.asarray(theta), torch.asarray(z), model.data),
+    }
+    for backend, got in runs.items():
+        for g, w in zip(got, want, strict=True):
+            assert np.asarray(g).dtype == np.float64, backend
+            np.testing.assert_allclose(np.asarray(g), w, rtol=1e-10, err_msg=backend)
+    if model.log_lik is not None:
+        want_lik = model.log_lik(theta[:, None, :], z, model.data)
+        got_lik = model.log_lik(torch.asarray(theta)[:, None, :], torch.asarray(z), model.data)
+        np.testing.assert_allclose(got_lik.numpy(), want_lik, rtol=1e-10)
+    single = log_joint(model, theta[0], z[0], model.data)
+    assert np.ndim(single) == 0 and float(single) == pytest.approx(want[2][0], rel=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_contract_jax_grad(name, small_models):
+    model = small_models[name]
+    theta, z = _contract_draws(model, seed=1)
+    data = {k: jnp.asarray(v) for k, v in model.data.items()}
+
+    def joint(t, zz):
+        return jnp.sum(log_joint(model, t, zz, data))
+
+    value = jax.jit(joint)(theta, z)
+    assert value == pytest.approx(np.sum(log_joint(model, theta, z, model.data)), rel=1e-10)
+    grad_theta, grad_z = jax.jit(jax.grad(joint, argnums=(0, 1)))(theta, z)
+    assert grad_theta.shape == theta.shape and grad_z.shape == z.shape
+    assert np.all(np.isfinite(grad_theta)) and np.all(np.isfinite(grad_z))
+    # Minibatch of groups under jit: data sliced along the group axis.
+    idx = jnp.array([0, model.num_groups - 1])
+    mini = jax.jit(lambda t, zz: log_joint(model, t, zz[:, idx], {k: v[idx] for k, v in data.items()}))(
+        theta, z
+    )
+    assert mini.shape == (3,) and np.all(np.isfinite(mini))
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_contract_log_lik(name, small_models):
+    """log_local = log p(z | θ) + log_lik: the difference does not depend on the observations."""
+    model = small_models[name]
+    if model.log_lik is None:
+        pytest.skip(f"{name} has no log_lik")
+    theta, z = _contract_draws(model, seed=2)
+    theta = theta[:, None, :]
+    lik = model.log_lik(theta, z, model.data)
+    assert lik.shape == (3, model.num_groups) and np.all(np.isfinite(lik))
+    prior_z = model.log_local(theta, z, model.data) - lik
+    other = dict(model.data, y=1.0 - model.data["y"] if name == "movielens-small" else model.data["y"] + 1.0)
+    if "mask" in other:
+        other["y"] = other["y"] * other["mask"]
+    other_lik = model.log_lik(theta, z, other)
+    assert not np.allclose(other_lik, lik)
+    np.testing.assert_allclose(model.log_local(theta, z, other) - other_lik, prior_z, rtol=1e-10, atol=1e-9)
+    if "mask" in model.data:  # no observed rows: log_lik is 0 and log_local is log p(z | θ)
+        empty = dict(model.data, mask=np.zeros_like(model.data["mask"]))
+        np.testing.assert_allclose(model.log_lik(theta, z, empty), 0.0, atol=0)
+        np.testing.assert_allclose(model.log_local(theta, z, empty), prior_z, rtol=1e-10, atol=1e-9)
+    if model.test_data is not None:
+        held_out = model.log_lik(theta, z, model.test_data)
+        assert held_out.shape == (3, model.num_groups) and np.all(np.isfinite(held_out))
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_contract_natural_draws(name, small_models):
+    model = small_models[name]
+    theta, z = _contract_draws(model, num_draws=4, seed=3)
+    draws = natural_draws(model, theta, z)
+    assert draws and all(v.shape[0] == 4 and np.all(np.isfinite(v)) for v in draws.values())
+    names, matrix = flat_names(draws)
+    assert matrix.shape == (4, len(names)) and len(set(names)) == len(names)
+    assert len(names) == sum(int(np.prod(v.shape[1:])) for v in draws.values())
+    for name_k, value in draws.items():
+        first = f"{name_k}[{','.join(['1'] * (value.ndim - 1))}]" if value.ndim > 1 else name_k
+        assert first in names
+        np.testing.assert_array_equal(matrix[:, names.index(first)], value.reshape(4, -1)[:, 0])
+    if model.natural is None:
+        assert set(draws) == set(model.global_names) | {"z"}
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_contract_stan_program(name, small_models):
+    """A shipped Stan program declares every natural name (a parameter or transformed quantity)."""
+    model = small_models[name]
+    program = _stan_program(name)
+    if model.stan_data is None:
+        pytest.skip(f"{name} ships no stan_data")
+    assert program is not None, f"datasets/stan/{name.replace('-', '_')}.stan is missing"
+    data_block = program[program.index("data {") : program.index("parameters {")]
+    for key, value in model.stan_data.items():
+        assert re.search(rf"\b{key}\s*;", data_block), f"stan_data[{key!r}] not declared"
+        assert isinstance(value, (int, list, np.ndarray)) and not isinstance(value, bool), key
+    declared = program[program.index("parameters {") :]
+    theta, z = _contract_draws(model, num_draws=1)
+    for key in natural_draws(model, theta, z):
+        assert re.search(rf"^\s*[^/\n]*\b{key}\s*(=|;)", declared, re.M), f"{key} not declared"
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_row_layout_gives_the_same_joint(name, monkeypatch):
+    """The size-bucketed layout (NUTS, scoring and full-data VI steps use it where groups are ragged)
+    equals the padded joint in numpy, JAX and torch, and pads less."""
+    from hierbench.datasets import base
+
+    monkeypatch.setattr(base, "ROW_LAYOUT_MIN_WASTE", 0.0)  # use it even where padding is cheap
+    model = DATASETS[name](**SMALL_DATA_PARAMS[name])
+    layout = base.row_layout(model)
+    if "mask" not in model.data:
+        assert layout is None
+        return
+    assert sorted(np.concatenate([b["index"] for b in layout])) == list(range(model.num_groups))
+    assert sum(b["data"]["mask"].size for b in layout) <= 2 * model.num_obs
+    rng = np.random.default_rng(5)
+    theta = 0.5 * rng.normal(size=(3, model.dim_global))
+    z = rng.normal(size=(3, model.num_groups, model.dim_local))
+    want = log_joint(model, theta, z, model.data)
+    np.testing.assert_allclose(base.log_joint_rows(model, theta, z, layout), want, rtol=1e-12)
+    as_jax = jax.tree.map(jnp.asarray, layout)
+    got = base.log_joint_rows(model, jnp.asarray(theta), jnp.asarray(z), as_jax)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12)
+    as_torch = jax.tree.map(torch.as_tensor, layout)
+    got = base.log_joint_rows(model, torch.as_tensor(theta), torch.as_tensor(z), as_torch)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+    f, packed = base.full_data_log_joint(model)
+    np.testing.assert_allclose(f(theta, z, packed), want, rtol=1e-12)
