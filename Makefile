@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 export JAX_PLATFORMS ?= cpu
 export PYTHONHASHSEED := 0
 
-.PHONY: setup test test-all bench report lint lock clean help
+.PHONY: setup test test-all bench references report lint lock clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -29,6 +29,16 @@ test-all: setup  ## every test, slow ones included
 bench: setup  ## the default benchmark: five methods on hier-linear, N in {10, 100, 1000}
 	$(VENV)/bin/hierbench bench --out results/bench
 
+DATASET_NAMES = $(shell $(PY) -c "from hierbench.datasets import DATASETS; print(*DATASETS)" 2>/dev/null)
+
+references: setup  ## gated NUTS reference of every dataset at its default size -> results/references/
+	@failed=""; for d in $(DATASET_NAMES); do \
+	  echo "== $$d"; \
+	  $(VENV)/bin/hierbench reference --dataset $$d --summary results/references/$$d.summary.csv \
+	    || failed="$$failed $$d"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "references refused or failed:$$failed"; exit 1; fi
+
 report: setup  ## rebuild results/bench tables and figures from its records
 	$(VENV)/bin/hierbench report results/bench/records.jsonl --out results/bench
 
@@ -40,7 +50,7 @@ lock:  ## re-resolve the exact pins from pyproject's ranges (needs the registrie
 	rm -rf /tmp/hierbench-lock && $(PYTHON) -m venv /tmp/hierbench-lock
 	/tmp/hierbench-lock/bin/pip install --quiet --upgrade pip
 	/tmp/hierbench-lock/bin/pip install --quiet -e '.[dev]'
-	/tmp/hierbench-lock/bin/pip freeze --exclude-editable | sed 's/+cpu//' > requirements/lock.txt
+	/tmp/hierbench-lock/bin/pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/+cpu//' > requirements/lock.txt
 
 clean:  ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache

@@ -1,4 +1,4 @@
-"""The ``hierbench`` command line: list | run | export | report | bench.
+"""The ``hierbench`` command line: list | run | reference | export | report | bench.
 
 Exit codes: 0 success, 1 a run that did not finish ``ok``, 2 bad input (unknown name, bad value),
 with a message listing the valid choices.
@@ -62,10 +62,52 @@ def cmd_run(args: argparse.Namespace) -> int:
         eval_draws=args.eval_draws,
         checkpoints=args.checkpoints,
         raise_param_errors=True,
+        references=None if args.references in ("", "none") else args.references,
     )
     append_record(out, record)
     _print_result(record, out)
     return 0 if record["status"] == "ok" else 1
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from hierbench import reference as refstore
+    from hierbench.methods import nuts
+
+    method_params = parse_params("method", "nuts", args.method_param)
+    model = build_model(args.dataset, parse_params("dataset", args.dataset, args.data_param))
+    if args.seed < 0:
+        raise ParamError(f"--seed must be >= 0, got {args.seed}")
+    sampler = nuts.make(model, **method_params)
+    ref, path, built = refstore.get_or_build(
+        args.dataset,
+        model,
+        sampler,
+        args.seed,
+        method_params,
+        root=Path(args.references),
+        rebuild=args.rebuild,
+        log=lambda msg: print(f"hierbench reference: {msg}", file=sys.stderr),
+    )
+    meta = ref.meta
+    how = "built" if built else "loaded"
+    settings = meta["settings"]
+    print(
+        f"{args.dataset}: reference {how} ({path}); NUTS {settings['chains']} chains × {settings['draws']} "
+        f"draws, sampling {meta['sample_s']:.1f} s, compile {meta['compile_s']:.1f} s"
+    )
+    for check in meta["checks_made"]:
+        verdict = "pass" if check["passed"] else "FAIL"
+        print(f"  {verdict}  {check['check']:12s} {check['value']:.4g} ({check['rule']})")
+    if args.summary:
+        summary = Path(args.summary)
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        ref.summary().to_csv(summary, index=False, float_format="%.6g")
+        print(f"summary ({len(ref.natural_names)} coordinates) -> {summary}")
+    if not ref.accepted:
+        failed = "; ".join(ref.failed_checks)
+        print(f"hierbench reference: refused as ground truth: {failed}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _pairs(pairs: list[str] | None) -> dict[str, str]:
@@ -78,6 +120,15 @@ def _print_result(rec: dict, out: Path | None = None) -> None:
         parts.append(f"ELBO {rec['elbo']:.3f} ± {rec['elbo_se']:.3f}")
     if rec.get("kl") is not None:
         parts.append(f"KL {rec['kl']:.4g} ({rec['kl_per_group']:.3g}/group)")
+    if rec.get("gate_passed") is not None:
+        gate = "gate passed" if rec["gate_passed"] else "gate FAILED: " + "; ".join(rec["failed_checks"])
+        parts.append(gate)
+    acc = rec.get("accuracy")
+    if acc:
+        parts.append(
+            f"std. mean error global {acc['global']['std_mean_err_mean']:.3g} / "
+            f"local {acc['local']['std_mean_err_mean']:.3g} vs {acc['reference']}"
+        )
     if rec.get("compile_s") is not None:
         parts.append(f"{rec['steps']} steps in {rec['wall_s']:.2f}s (+{rec['compile_s']:.2f}s compile)")
     if rec.get("error"):
@@ -150,7 +201,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hierbench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,export,report,bench}")
+    commands = "{list,run,reference,export,report,bench}"
+    sub = parser.add_subparsers(dest="command", required=True, metavar=commands)
     sub.add_parser("list", help="methods and datasets with their parameters").set_defaults(func=cmd_list)
 
     run = sub.add_parser("run", help="run one method on one dataset; append a record to --out")
@@ -163,7 +215,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-draws", type=int, default=1000, help="draws of q per float64 ELBO estimate")
     run.add_argument("--checkpoints", type=int, default=20, help="trace points (timed chunks)")
     run.add_argument("--out", help="records file (JSON lines), appended")
+    run.add_argument(
+        "--references",
+        default="results/references",
+        help="reference store: accuracy vs an accepted reference; MCMC runs are stored here ('none': off)",
+    )
     run.set_defaults(func=cmd_run)
+
+    ref = sub.add_parser("reference", help="build (or load) the gated NUTS reference of a dataset")
+    ref.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}")
+    ref.add_argument("--data-param", action="append", metavar="KEY=VALUE", help="dataset parameter")
+    ref.add_argument("--method-param", action="append", metavar="KEY=VALUE", help="nuts parameter")
+    ref.add_argument("--seed", type=int, default=0, help="seed of the NUTS run")
+    ref.add_argument("--summary", metavar="FILE.csv", help="write name, mean, sd, mcse_mean per coordinate")
+    ref.add_argument("--references", default="results/references", help="reference store folder")
+    ref.add_argument("--rebuild", action="store_true", help="rerun NUTS even if a valid reference is stored")
+    ref.set_defaults(func=cmd_reference)
 
     exp = sub.add_parser("export", help="write a dataset as arrays x, y, group to an .npz")
     exp.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}")

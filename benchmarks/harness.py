@@ -13,6 +13,7 @@ import math
 import time
 import traceback
 import uuid
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -20,10 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from hierbench import reference as refstore
+from hierbench.accuracy import accuracy_block
 from hierbench.datasets.base import ParamError
-from hierbench.methods.base import Infeasible
+from hierbench.methods.base import Infeasible, Sampler, Unavailable, with_rows
 from hierbench.records import env_info
-from hierbench.registry import build_model, lookup, parse_params
+from hierbench.registry import build_model, is_sampler, lookup, parse_params
 from hierbench.scoring import Scorer
 
 DEFAULT_STEPS = 10_000
@@ -47,6 +50,7 @@ def run_one(
     checkpoints: int = 20,
     progress: bool | None = None,
     raise_param_errors: bool = False,
+    references: str | Path | None = refstore.DEFAULT_ROOT,
 ) -> dict[str, Any]:
     """Fit ``method`` to ``dataset`` and return a record (a JSON-ready dict).
 
@@ -68,6 +72,10 @@ def run_one(
         Show a progress bar (default: when stderr is a terminal, after 2 s).
     raise_param_errors : bool
         Re-raise :class:`ParamError` (the CLI turns it into exit code 2) instead of recording it.
+    references : path, optional
+        The reference store: VI records get an accuracy block against the exact posterior or an
+        accepted stored reference for the same data; an MCMC method's run is stored there as a
+        (gated) reference.  None: no store.
     """
     record: dict[str, Any] = {
         "record_id": uuid.uuid4().hex,
@@ -95,21 +103,35 @@ def run_one(
             raise ParamError(f"seed must be an integer >= 0, got {seed!r}")
         model = build_model(dataset, data_params)
         chunk, num_chunks = chunking(steps, checkpoints)
-        params = parse_params("method", method, method_params or {}) | {"steps": chunk * num_chunks}
+        factory = lookup("method", method)
+        params = parse_params("method", method, method_params or {})
+        if not is_sampler(factory):
+            params["steps"] = chunk * num_chunks
         record["data_params"] = model.params
         record |= {"num_groups": model.num_groups, "num_obs": model.num_obs}
         if model.exact is not None:
             record["log_evidence"] = float(model.exact.log_evidence)
-        algo = lookup("method", method)(model, **params)
+        ref, ref_note = (None, "no reference store")
+        if references is not None:
+            ref, ref_note = refstore.find_accepted(dataset, model, Path(references))
+        record |= {"accuracy": None, "reference": ref_note}
+        algo = factory(model, **params)
         record["method_params"] = algo.config
         record["env"] = env_info(algo.config.get("dtype"))
-        _optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress)
+        if isinstance(algo, Sampler):
+            _sample(record, model, algo, seed, ref, references)
+        else:
+            last = _optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress)
+            if record["status"] == "ok" and ref is not None:
+                record["accuracy"] = accuracy_block(ref, last["theta"], last["z"], last["log_w"])
     except ParamError as err:
         if raise_param_errors:
             raise
         record |= {"status": "error", "error": f"ParamError: {err}"}
     except Infeasible as err:
         record |= {"status": "infeasible", "error": str(err), "memory_bytes": err.memory_bytes}
+    except Unavailable as err:
+        record |= {"status": "unavailable", "error": str(err)}
     except Exception as err:  # a sweep must survive any single failure
         record |= {
             "status": "error",
@@ -120,9 +142,12 @@ def run_one(
     return record
 
 
-def _optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress) -> None:
+def _optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress) -> dict[str, np.ndarray]:
+    """Train in timed chunks with off-clock scoring; returns the final scoring's draws of q."""
     dtype = jnp.dtype(algo.config["dtype"])
     data = {k: jnp.asarray(v, dtype) for k, v in model.data.items()}
+    if algo.config.get("row_layout"):
+        data = with_rows(model, data, dtype)
     key_init, key_run, key_score = jax.random.split(jax.random.key(seed), 3)
     state = algo.init(key_init)
 
@@ -196,7 +221,41 @@ def _optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress
                     "error": f"ELBO exceeds the exact log evidence by {-record['kl']:.3g} nats "
                     f"({IMPOSSIBLE_SE}+ standard errors): q's density broke down numerically",
                 }
+    return scorer.last
 
 
 def _all_finite(tree: Any) -> bool:
     return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
+
+
+def _sample(record, model, algo: Sampler, seed, ref, references) -> None:
+    """Run an MCMC method; score it against the exact posterior if any; store it as a reference."""
+    post = algo.run(seed)
+    record |= {
+        "compile_s": post.compile_s,
+        "wall_s": post.sample_s,
+        "steps": int(post.settings.get("warmup", 0) + post.settings.get("draws", 0)),
+        "grad_evals": int(np.sum(post.stats["num_steps"])) if "num_steps" in post.stats else None,
+    }
+    if post.theta is None:  # e.g. Stan: natural quantities only
+        record["status"] = "ok"
+        return
+    key = refstore.reference_key(record["dataset"], model, algo.config, seed)
+    command = refstore.regenerate_command(record["dataset"], model.params, seed, record["method_params"])
+    stored, draws = refstore.from_posterior(record["dataset"], model, post, key, command)
+    record |= {
+        "diagnostics": stored.meta["diagnostics"],
+        "gate_passed": stored.accepted,
+        "failed_checks": stored.failed_checks,
+        "global_mean": stored.global_mean.tolist(),
+        "global_sd": stored.global_sd.tolist(),
+    }
+    if references is not None:
+        path = refstore.save(stored, draws, Path(references))
+        record["reference_file"] = str(path)
+    if ref is not None and ref.source == "exact":
+        C, S = post.theta.shape[:2]
+        theta = post.theta.reshape(C * S, -1)
+        z = post.z.reshape(C * S, *post.z.shape[2:])
+        record["accuracy"] = accuracy_block(ref, theta, z[:, : ref.local_mean.shape[0]])
+    record["status"] = "ok"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
 
 from hierbench.datasets import DATASETS
 from hierbench.datasets.base import HierModel, ParamError
 from hierbench.methods import METHODS
-from hierbench.methods.base import TrainConfig
+from hierbench.methods.base import Sampler, TrainConfig
 
 HARNESS_OWNED = ("steps",)  # method params the harness sets from --steps
 
@@ -29,9 +30,18 @@ def describe(factory: Callable[..., Any]) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
+def is_sampler(factory: Callable[..., Any]) -> bool:
+    """Whether a method factory returns an MCMC :class:`Sampler` (annotated ``-> Sampler``)."""
+    try:
+        return typing.get_type_hints(factory).get("return") is Sampler
+    except Exception:  # unresolvable annotations: not a sampler
+        return False
+
+
 def parameters(kind: str, factory: Callable[..., Any]) -> dict[str, Any]:
-    """A factory's parameters and defaults (a method's include the shared training fields)."""
-    shared = {f.name: f.default for f in dataclasses.fields(TrainConfig)} if kind == "method" else {}
+    """A factory's parameters and defaults (a VI method's include the shared training fields)."""
+    vi = kind == "method" and not is_sampler(factory)
+    shared = {f.name: f.default for f in dataclasses.fields(TrainConfig)} if vi else {}
     own = {
         p.name: p.default
         for p in inspect.signature(factory).parameters.values()

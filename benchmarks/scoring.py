@@ -17,12 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from hierbench.datasets.base import HierModel, log_joint
+from hierbench.datasets.base import HierModel, full_data_log_joint
 from hierbench.methods.base import Method
 
 jax.config.update("jax_enable_x64", True)
 
 MAX_CHUNK_FLOATS = 2**24  # 128 MiB of float64 per chunk
+MAX_LOCAL_GROUPS = 1000  # z draws kept for accuracy scores: the first this many groups
 
 
 def as_float64(tree: Any) -> Any:
@@ -53,9 +54,17 @@ class Scorer:
         num_draws: int = 1000,
         iw_k: int = 10,
         max_chunk_floats: int = MAX_CHUNK_FLOATS,
+        max_local_groups: int = MAX_LOCAL_GROUPS,
     ):
         self.model = model
         self.data = as_float64({k: jnp.asarray(v) for k, v in model.data.items()})
+        # the joint is evaluated on the row layout where groups are ragged (cost ∝ observations)
+        joint, packed = full_data_log_joint(model)
+        self.packed = as_float64(jax.tree.map(jnp.asarray, packed))
+        held_out = model.test_data is not None and model.log_lik is not None
+        test = model.test_data if held_out else {}
+        self.test_data = as_float64({k: jnp.asarray(v) for k, v in test.items()})
+        n_keep = min(model.num_groups, max_local_groups)
         n_max = model.data["mask"].shape[1] if "mask" in model.data else 1
         # A chunk of draws is sampled at once (q's per-group parameters, e.g. the amortization net's
         # outputs, are computed once per chunk), then scored in blocks of `block` draws under
@@ -72,12 +81,18 @@ class Scorer:
         if block * model.num_groups * n_max > max_chunk_floats:
             raise ValueError("a block of draws does not fit max_chunk_floats; raise it")
 
-        def score_chunk(key, params, data):
+        def score_chunk(key, params, data, test_data, packed):
             draws = method.sample(key, params, data, chunk)
             theta = draws.theta.reshape(chunk // block, block, -1)
             z = draws.z.reshape(chunk // block, block, *draws.z.shape[1:])
-            log_p = jax.lax.map(lambda tz: log_joint(model, tz[0], tz[1], data), (theta, z))
-            return log_p.reshape(chunk) - draws.log_q, draws.theta
+            log_p = jax.lax.map(lambda tz: joint(tz[0], tz[1], packed), (theta, z))
+            if held_out:  # per draw and group: log p(y_test_i | θ, z_i)
+                ll = lambda tz: model.log_lik(tz[0][:, None, :], tz[1], test_data)  # noqa: E731
+                test_ll = jax.lax.map(ll, (theta, z))
+                test_ll = test_ll.reshape(chunk, -1)
+            else:
+                test_ll = jnp.zeros((chunk, 0))
+            return log_p.reshape(chunk) - draws.log_q, draws.theta, draws.z[:, :n_keep], test_ll
 
         self._score_chunk = jax.jit(score_chunk)
         self.compile_s: float | None = None
@@ -87,14 +102,30 @@ class Scorer:
         params = as_float64(params)
         if self.compile_s is None:
             t0 = time.perf_counter()
-            self._score_chunk = self._score_chunk.lower(key, params, self.data).compile()
+            args = (self.data, self.test_data, self.packed)
+            self._score_chunk = self._score_chunk.lower(key, params, *args).compile()
             self.compile_s = time.perf_counter() - t0
-        log_w, theta = [], []
+        args = (self.data, self.test_data, self.packed)
+        out = [[], [], [], []]
         for i in range(self.num_chunks):
-            lw, th = self._score_chunk(jax.random.fold_in(key, i), params, self.data)
-            log_w.append(np.asarray(lw))
-            theta.append(np.asarray(th))
-        return summarize(np.concatenate(log_w), np.concatenate(theta), self.iw_k)
+            parts = self._score_chunk(jax.random.fold_in(key, i), params, *args)
+            for acc, part in zip(out, parts, strict=True):
+                acc.append(np.asarray(part))
+        log_w, theta, z, test_ll = (np.concatenate(a) for a in out)
+        self.last = {"log_w": log_w, "theta": theta, "z": z}  # for accuracy scores at the end of a run
+        summary = summarize(log_w, theta, self.iw_k)
+        if test_ll.shape[1]:
+            summary |= heldout_scores(test_ll, self.model)
+        return summary
+
+
+def heldout_scores(test_ll: np.ndarray, model: HierModel) -> dict[str, Any]:
+    """Held-out log predictive density from per-draw, per-group test log-likelihoods ``(S, N)``:
+    Σ_i log (1/S) Σ_s p(y_test_i | θ_s, z_is), in total and per held-out observation."""
+    lpd = float(np.sum(np.asarray(logsumexp(test_ll, axis=0)) - math.log(test_ll.shape[0])))
+    mask = model.test_data.get("mask")
+    n_test = int(mask.sum()) if mask is not None else model.num_groups
+    return {"heldout_lpd": lpd, "heldout_lpd_per_obs": lpd / n_test, "heldout_obs": n_test}
 
 
 def summarize(log_w: np.ndarray, theta: np.ndarray, iw_k: int) -> dict[str, Any]:

@@ -6,7 +6,7 @@ Adding a method is one file plus one line: write ``methods/<name>.py`` with a fa
 docstring's first line describes it, then add it to ``METHODS`` below.
 """
 
-from hierbench.methods import amortized, branch, dense, lowrank, meanfield
+from hierbench.methods import amortized, branch, dense, lowrank, meanfield, nuts, stan_nuts
 
 METHODS = {
     "meanfield": meanfield.make,
@@ -14,4 +14,6 @@ METHODS = {
     "lowrank": lowrank.make,
     "branch": branch.make,
     "amortized": amortized.make,
+    "nuts": nuts.make,
+    "stan-nuts": stan_nuts.make,
 }

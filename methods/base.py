@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hierbench.datasets.base import HierModel, ParamError
+from hierbench.datasets.base import HierModel, ParamError, log_joint_rows, row_layout
 
 jax.config.update("jax_enable_x64", True)  # float64 must be available for off-clock scoring
 
@@ -71,6 +71,50 @@ class Method(NamedTuple):
     init: Callable[[jax.Array], VIState]
     step: Callable[[jax.Array, VIState, Data], tuple[VIState, StepInfo]]
     sample: Callable[[jax.Array, Params, Data, int], Draws]
+    config: dict[str, Any]
+
+
+ROWS_KEY = "_rows"  # optional entry of a step's data: the model's row layout (see make_vi)
+
+
+def with_rows(model: HierModel, data: Data, dtype: Any) -> Data:
+    """``data`` plus the model's row layout under :data:`ROWS_KEY` (floats in ``dtype``), for methods
+    whose ``config["row_layout"]`` is true; they evaluate full-data steps on it."""
+    layout = row_layout(model)
+    if layout is None:
+        return data
+    cast = lambda a: jnp.asarray(a, dtype if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else None)  # noqa: E731
+    return data | {ROWS_KEY: jax.tree.map(cast, layout)}
+
+
+class Unavailable(RuntimeError):
+    """The method's backend is not installed here (e.g. no CmdStan and no PyStan); the record says
+    ``status="unavailable"`` with this message, which names what to install."""
+
+
+class Posterior(NamedTuple):
+    """What an MCMC sampler returns: draws with the chains kept apart (for R̂/ESS), its stats, timing.
+
+    ``theta`` ``(C, S, G)`` and ``z`` ``(C, S, N, L)`` are the model's unconstrained coordinates
+    (None when the sampler only reports natural quantities, e.g. Stan); ``natural`` maps the names
+    of :func:`hierbench.datasets.base.natural_draws` to ``(C, S, *shape)``.  ``stats`` holds per-draw
+    sampler statistics ``(C, S)``: ``diverging`` (bool), ``energy``, ``num_steps``.
+    """
+
+    theta: Any
+    z: Any
+    natural: dict[str, Any]
+    stats: dict[str, Any]
+    compile_s: float  # tracing/compilation (numpyro) or model build (Stan), never in sample_s
+    sample_s: float  # warmup + sampling wall time
+    settings: dict[str, Any]  # everything needed to rerun it (sampler, chains, draws, seeds …)
+
+
+class Sampler(NamedTuple):
+    """An MCMC method: ``run(seed) -> Posterior``.  The sampler owns its loop (numpyro's MCMC,
+    Stan), so the contract is one call; the harness scores it and gates it as a reference."""
+
+    run: Callable[[int], Posterior]
     config: dict[str, Any]
 
 
@@ -180,6 +224,9 @@ def make_vi(
         batch_groups = min(batch_groups, num_groups)
     subsample = batch_groups is not None and batch_groups < num_groups
     scale = num_groups / batch_groups if subsample else 1.0
+    # Full-data steps evaluate the joint on the row layout where groups are ragged (cost ∝ observations
+    # instead of N·n_max); the caller passes it as data[ROWS_KEY] (see :func:`with_rows`).
+    use_rows = not subsample and row_layout(model) is not None
     opt = train.optimizer()
     dtype = jnp.dtype(train.dtype)
 
@@ -187,30 +234,35 @@ def make_vi(
         params = jax.tree.map(lambda a: jnp.asarray(a, dtype), family.init_params(key))
         return VIState(params, opt.init(params), jnp.zeros((), jnp.int32))
 
-    def neg_elbo(params: Params, key: jax.Array, idx: jax.Array | None, data_b: Data) -> jax.Array:
+    def neg_elbo(params: Params, key: jax.Array, idx: jax.Array | None, data_b: Data, rows) -> jax.Array:
         theta, z = family.draw(params, key, train.num_samples, idx, data_b)
         q_params = jax.lax.stop_gradient(params) if train.stl else params
         lq_global, lq_local = family.log_q(q_params, theta, z, idx, data_b)
+        if rows is not None:
+            return -jnp.mean(log_joint_rows(model, theta, z, rows) - lq_global - lq_local)
         local = jnp.sum(model.log_local(theta[:, None, :], z, data_b), axis=-1)
         elbo = model.log_prior_global(theta) - lq_global + scale * (local - lq_local)
         return -jnp.mean(elbo)
 
     def step(key: jax.Array, state: VIState, data: Data) -> tuple[VIState, StepInfo]:
+        rows = data.get(ROWS_KEY) if use_rows else None
+        data = {k: v for k, v in data.items() if k != ROWS_KEY}
         key_batch, key_draw = jax.random.split(key)
         if subsample:
             idx = jax.random.choice(key_batch, num_groups, (batch_groups,), replace=False)
             data_b = jax.tree.map(lambda a: a[idx], data)
         else:
             idx, data_b = None, data
-        loss, grads = jax.value_and_grad(neg_elbo)(state.params, key_draw, idx, data_b)
+        loss, grads = jax.value_and_grad(neg_elbo)(state.params, key_draw, idx, data_b, rows)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return VIState(params, opt_state, state.step + 1), StepInfo(loss)
 
     def sample(key: jax.Array, params: Params, data: Data, num_draws: int) -> Draws:
+        data = {k: v for k, v in data.items() if k != ROWS_KEY}
         theta, z = family.draw(params, key, num_draws, None, data)
         lq_global, lq_local = family.log_q(params, theta, z, None, data)
         return Draws(theta, z, lq_global + lq_local)
 
-    resolved = dataclasses.asdict(train) | {"batch_groups": batch_groups} | config
+    resolved = dataclasses.asdict(train) | {"batch_groups": batch_groups, "row_layout": use_rows} | config
     return Method(init, step, sample, resolved)

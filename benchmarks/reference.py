@@ -1,0 +1,457 @@
+"""Reference posteriors: a gated NUTS run (or the exact posterior) stored with its provenance.
+
+A reference is per-coordinate summaries of p(θ, z | y), in the model's unconstrained coordinates
+(what q approximates; used for the accuracy block of every record) and in its natural parameters
+(Stan/posteriordb names; what ``hierbench reference --summary`` writes):
+
+* mean, sd and the Monte Carlo standard error of the mean (ArviZ), and
+* ``QUANTILE_LEVELS`` marginal quantiles (for the marginal 1-Wasserstein distance),
+* the draws themselves (float32) when they are small (≤ ``MAX_STORED_FLOATS`` numbers).
+
+**The gate** (pre-registered; stored with the reference and applied before it is used):
+split rank-normalized R̂ < 1.01 and bulk and tail ESS ≥ 400 for every coordinate (ArviZ), no
+divergent transition after warmup, and E-BFMI ≥ 0.2 in every chain.  A reference that fails is
+stored with its diagnostics but refused as ground truth (:class:`RefusedReference` names the checks
+that failed).
+
+**The store**: ``results/references/<dataset>/<key>.json`` (provenance, diagnostics, checks made, the
+command that regenerates it, the sha256 of the arrays file) and ``<key>.npz`` (arrays; loaded with
+``allow_pickle=False``).  ``key`` hashes everything the reference depends on: dataset, data params, a
+fingerprint of the data arrays, sampler settings, seed and this format's version.  A file whose
+hash or key does not match is reported stale/corrupt and rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import tempfile
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from hierbench.datasets.base import HierModel, flat_names
+from hierbench.methods.base import Posterior, Sampler
+from hierbench.records import env_info, to_jsonable
+
+with warnings.catch_warnings():  # ArviZ 0.x announces its 1.0 refactor on import
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+FORMAT_VERSION = 1
+DEFAULT_ROOT = Path("results") / "references"
+QUANTILE_LEVELS = (np.arange(100) + 0.5) / 100
+MAX_STORED_FLOATS = 2_000_000
+GATE = {
+    "rhat_max": 1.01,
+    "ess_bulk_min": 400.0,
+    "ess_tail_min": 400.0,
+    "divergences_max": 0,
+    "ebfmi_min": 0.2,
+}
+
+
+class RefusedReference(RuntimeError):
+    """A stored reference failed its gate and must not be used as ground truth."""
+
+
+class Reference(NamedTuple):
+    """Per-coordinate posterior summaries (see the module docstring); ``local_*`` are ``(N, L)``."""
+
+    source: str  # "exact" or the sampler's name
+    global_mean: np.ndarray
+    global_sd: np.ndarray
+    global_mcse: np.ndarray
+    global_q: np.ndarray  # (Q, G)
+    local_mean: np.ndarray
+    local_sd: np.ndarray
+    local_mcse: np.ndarray
+    local_q: np.ndarray  # (Q, N, L)
+    natural_names: list[str]
+    natural_mean: np.ndarray
+    natural_sd: np.ndarray
+    natural_mcse: np.ndarray
+    accepted: bool
+    failed_checks: list[str]
+    meta: dict[str, Any]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per natural coordinate: ``name, mean, sd, mcse_mean`` (posteriordb style)."""
+        return pd.DataFrame(
+            {
+                "name": self.natural_names,
+                "mean": self.natural_mean,
+                "sd": self.natural_sd,
+                "mcse_mean": self.natural_mcse,
+            }
+        )
+
+    def require_accepted(self) -> Reference:
+        """Return self if it passed its gate, else raise :class:`RefusedReference`."""
+        if not self.accepted:
+            raise RefusedReference(
+                f"reference {self.meta.get('key', '?')[:16]} failed its gate and is refused as ground "
+                f"truth: {'; '.join(self.failed_checks)}"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- keys and provenance
+def data_fingerprint(model: HierModel) -> str:
+    """sha256 over the model's data arrays (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256()
+    for name in sorted(model.data):
+        a = np.ascontiguousarray(model.data[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def reference_key(dataset: str, model: HierModel, settings: dict[str, Any], seed: int) -> str:
+    """Hash of everything a reference depends on."""
+    blob = {
+        "format": FORMAT_VERSION,
+        "dataset": dataset,
+        "data_params": to_jsonable(model.params),
+        "data_sha256": data_fingerprint(model),
+        "settings": to_jsonable({k: v for k, v in settings.items() if k != "seed"}),
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def regenerate_command(dataset: str, data_params: dict[str, Any], seed: int, method_params: dict) -> str:
+    """The CLI command that rebuilds this reference."""
+    parts = ["hierbench", "reference", "--dataset", dataset]
+    for k, v in sorted(data_params.items()):
+        parts += ["--data-param", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+    for k, v in sorted(method_params.items()):
+        parts += ["--method-param", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+    parts += ["--seed", str(seed)]
+    return shlex.join(parts)
+
+
+# --------------------------------------------------------------------------- building
+def exact_reference(model: HierModel) -> Reference:
+    """The exact Gaussian posterior of a conjugate model as a Reference (MCSE 0, always accepted)."""
+    ex = model.exact
+    if ex is None:
+        raise ValueError(f"{model.name} has no exact posterior")
+    g_sd = np.sqrt(np.diag(ex.global_cov))
+    l_mean, l_cov = ex.local_marginals()
+    l_sd = np.sqrt(np.diagonal(l_cov, axis1=-2, axis2=-1))
+    zq = scipy.stats.norm.ppf(QUANTILE_LEVELS)
+    empty = np.zeros(0)
+    return Reference(
+        source="exact",
+        global_mean=ex.global_mean,
+        global_sd=g_sd,
+        global_mcse=np.zeros_like(g_sd),
+        global_q=ex.global_mean + zq[:, None] * g_sd,
+        local_mean=l_mean,
+        local_sd=l_sd,
+        local_mcse=np.zeros_like(l_sd),
+        local_q=l_mean + zq[:, None, None] * l_sd,
+        natural_names=[],
+        natural_mean=empty,
+        natural_sd=empty,
+        natural_mcse=empty,
+        accepted=True,
+        failed_checks=[],
+        meta={"source": "exact", "log_evidence": float(ex.log_evidence)},
+    )
+
+
+def _diagnostics(names: list[str], draws: np.ndarray) -> dict[str, np.ndarray]:
+    """R̂ (rank, split), bulk/tail ESS and MCSE of the mean per coordinate of ``draws (C, S, P)``."""
+    ds = az.convert_to_dataset({"x": draws})
+    out = {
+        "rhat": az.rhat(ds, method="rank")["x"].values,
+        "ess_bulk": az.ess(ds, method="bulk")["x"].values,
+        "ess_tail": az.ess(ds, method="tail")["x"].values,
+        "mcse_mean": az.mcse(ds, method="mean")["x"].values,
+    }
+    return {k: np.asarray(v, np.float64).reshape(len(names)) for k, v in out.items()}
+
+
+def apply_gate(diag: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The gate's checks on summarized diagnostics: (checks made, messages of the failed ones)."""
+    checks = [
+        ("split R-hat", "rhat_max", "<", GATE["rhat_max"], diag["rhat_max"], diag["rhat_argmax"]),
+        (
+            "bulk ESS",
+            "ess_bulk_min",
+            ">=",
+            GATE["ess_bulk_min"],
+            diag["ess_bulk_min"],
+            diag["ess_bulk_argmin"],
+        ),
+        (
+            "tail ESS",
+            "ess_tail_min",
+            ">=",
+            GATE["ess_tail_min"],
+            diag["ess_tail_min"],
+            diag["ess_tail_argmin"],
+        ),
+        ("divergences", "divergences", "<=", GATE["divergences_max"], diag["divergences"], None),
+        ("E-BFMI", "ebfmi_min", ">=", GATE["ebfmi_min"], diag["ebfmi_min"], diag["ebfmi_argmin"]),
+    ]
+    made, failed = [], []
+    for label, stat, op, threshold, value, where in checks:
+        ok = (
+            bool(np.isfinite(value))
+            and {"<": value < threshold, ">=": value >= threshold, "<=": value <= threshold}[op]
+        )
+        made.append(
+            {"check": label, "statistic": stat, "rule": f"{op} {threshold}", "value": value, "passed": ok}
+        )
+        if not ok:
+            at = f" (at {where})" if where is not None else ""
+            failed.append(f"{label} = {value:.4g}{at} violates {op} {threshold}")
+    return made, failed
+
+
+def from_posterior(
+    dataset: str, model: HierModel, post: Posterior, key: str, command: str
+) -> tuple[Reference, np.ndarray | None]:
+    """Summarize, diagnose and gate a sampler's output.  Returns the reference and the draws
+    ``(C·S, G + N·L)`` float32 to store (None when too large)."""
+    C, S = post.theta.shape[:2]
+    G, N, L = model.dim_global, model.num_groups, model.dim_local
+    w = np.concatenate([post.theta, post.z.reshape(C, S, N * L)], axis=-1)  # (C, S, D)
+    nat_names, nat = flat_names({k: v.reshape(C * S, *v.shape[2:]) for k, v in post.natural.items()})
+    nat = nat.reshape(C, S, -1)
+    unc_names = [f"theta_u[{k + 1}]" for k in range(G)] + [
+        f"z_u[{i + 1},{k + 1}]" for i in range(N) for k in range(L)
+    ]
+    d_unc = _diagnostics(unc_names, w)
+    d_nat = _diagnostics(nat_names, nat)
+    names = unc_names + nat_names
+    rhat = np.concatenate([d_unc["rhat"], d_nat["rhat"]])
+    ess_b = np.concatenate([d_unc["ess_bulk"], d_nat["ess_bulk"]])
+    ess_t = np.concatenate([d_unc["ess_tail"], d_nat["ess_tail"]])
+    ebfmi = np.asarray(az.bfmi(post.stats["energy"]), np.float64)
+    nan_max = lambda a: int(np.nanargmax(a)) if np.isfinite(a).any() else 0  # noqa: E731
+    nan_min = lambda a: int(np.nanargmin(a)) if np.isfinite(a).any() else 0  # noqa: E731
+    diag = {
+        "rhat_max": float(np.max(rhat)) if np.isfinite(rhat).all() else float("nan"),
+        "rhat_argmax": names[nan_max(rhat)],
+        "ess_bulk_min": float(np.min(ess_b)) if np.isfinite(ess_b).all() else float("nan"),
+        "ess_bulk_argmin": names[nan_min(ess_b)],
+        "ess_tail_min": float(np.min(ess_t)) if np.isfinite(ess_t).all() else float("nan"),
+        "ess_tail_argmin": names[nan_min(ess_t)],
+        "divergences": int(np.sum(post.stats["diverging"])),
+        "ebfmi_min": float(np.min(ebfmi)),
+        "ebfmi_argmin": f"chain {int(np.argmin(ebfmi))}",
+        "ebfmi": ebfmi.tolist(),
+        "mean_leapfrog_steps": float(np.mean(post.stats["num_steps"])),
+    }
+    checks, failed = apply_gate(diag)
+    flat = w.reshape(C * S, -1)
+    q = np.quantile(flat, QUANTILE_LEVELS, axis=0)
+    mean, sd = flat.mean(axis=0), flat.std(axis=0, ddof=1)
+    nat_flat = nat.reshape(C * S, -1)
+    meta = {
+        "format": FORMAT_VERSION,
+        "key": key,
+        "dataset": dataset,
+        "data_params": model.params,
+        "data_sha256": data_fingerprint(model),
+        "source": post.settings.get("sampler", "mcmc"),
+        "settings": post.settings,
+        "compile_s": post.compile_s,
+        "sample_s": post.sample_s,
+        "diagnostics": diag,
+        "gate": GATE,
+        "checks_made": checks,
+        "accepted": not failed,
+        "failed_checks": failed,
+        "command": command,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "env": env_info("float64"),
+    }
+    ref = Reference(
+        source=meta["source"],
+        global_mean=mean[:G],
+        global_sd=sd[:G],
+        global_mcse=d_unc["mcse_mean"][:G],
+        global_q=q[:, :G],
+        local_mean=mean[G:].reshape(N, L),
+        local_sd=sd[G:].reshape(N, L),
+        local_mcse=d_unc["mcse_mean"][G:].reshape(N, L),
+        local_q=q[:, G:].reshape(-1, N, L),
+        natural_names=nat_names,
+        natural_mean=nat_flat.mean(axis=0),
+        natural_sd=nat_flat.std(axis=0, ddof=1),
+        natural_mcse=d_nat["mcse_mean"],
+        accepted=not failed,
+        failed_checks=failed,
+        meta=meta,
+    )
+    draws = flat.astype(np.float32) if flat.size <= MAX_STORED_FLOATS else None
+    return ref, draws
+
+
+# --------------------------------------------------------------------------- the store
+_ARRAYS = (
+    "global_mean global_sd global_mcse global_q local_mean local_sd local_mcse local_q "
+    "natural_mean natural_sd natural_mcse"
+).split()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def paths(root: Path, dataset: str, key: str) -> tuple[Path, Path]:
+    """The (json, npz) files of a reference."""
+    base = Path(root) / dataset / key[:16]
+    return base.with_suffix(".json"), base.with_suffix(".npz")
+
+
+def save(ref: Reference, draws: np.ndarray | None, root: Path = DEFAULT_ROOT) -> Path:
+    """Write the arrays, then the JSON that vouches for them (both atomically)."""
+    meta_path, npz_path = paths(root, ref.meta["dataset"], ref.meta["key"])
+    arrays = {name: np.asarray(getattr(ref, name)) for name in _ARRAYS}
+    arrays["quantile_levels"] = QUANTILE_LEVELS
+    if draws is not None:
+        arrays["draws"] = draws
+    _atomic_write(npz_path, lambda fh: np.savez_compressed(fh, **arrays))
+    meta = dict(ref.meta) | {
+        "natural_names": ref.natural_names,
+        "npz_file": npz_path.name,
+        "npz_sha256": _sha256(npz_path),
+        "has_draws": draws is not None,
+    }
+    text = json.dumps(to_jsonable(meta), indent=1, allow_nan=False) + "\n"
+    _atomic_write(meta_path, lambda fh: fh.write(text.encode()))
+    return meta_path
+
+
+def load(meta_path: Path, expect_key: str | None = None) -> Reference:
+    """Load a stored reference, verifying its key and the arrays' sha256.
+
+    Raises
+    ------
+    ValueError
+        If the file is unreadable, corrupt (hash mismatch) or stale (key mismatch).
+    """
+    meta_path = Path(meta_path)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"unreadable reference {meta_path}: {err}") from err
+    if meta.get("format") != FORMAT_VERSION:
+        raise ValueError(
+            f"reference {meta_path} has format {meta.get('format')!r}, expected {FORMAT_VERSION}"
+        )
+    if expect_key is not None and meta.get("key") != expect_key:
+        raise ValueError(f"stale reference {meta_path}: its inputs changed (key mismatch)")
+    npz_path = meta_path.with_name(meta.get("npz_file", ""))
+    if not npz_path.is_file() or _sha256(npz_path) != meta.get("npz_sha256"):
+        raise ValueError(f"corrupt reference {meta_path}: {npz_path.name} is missing or its sha256 differs")
+    with np.load(npz_path, allow_pickle=False) as z:
+        arrays = {name: z[name] for name in _ARRAYS}
+    meta.pop("npz_sha256")
+    return Reference(
+        source=meta["source"],
+        natural_names=list(meta.pop("natural_names")),
+        accepted=bool(meta["accepted"]),
+        failed_checks=list(meta["failed_checks"]),
+        meta=meta,
+        **arrays,
+    )
+
+
+def load_draws(meta_path: Path) -> np.ndarray | None:
+    """The stored float32 draws ``(C·S, G + N·L)`` of a reference, if it kept them."""
+    meta = json.loads(Path(meta_path).read_text())
+    with np.load(Path(meta_path).with_name(meta["npz_file"]), allow_pickle=False) as z:
+        return z["draws"] if "draws" in z else None
+
+
+def get_or_build(
+    dataset: str,
+    model: HierModel,
+    sampler: Sampler,
+    seed: int,
+    method_params: dict[str, Any],
+    root: Path = DEFAULT_ROOT,
+    rebuild: bool = False,
+    log=print,
+) -> tuple[Reference, Path, bool]:
+    """The stored reference for these inputs, or a new NUTS run stored first.
+
+    Returns (reference, its JSON path, whether it was built now).  A corrupt or stale file is reported
+    through ``log`` and rebuilt.
+    """
+    key = reference_key(dataset, model, sampler.config, seed)
+    meta_path, _ = paths(root, dataset, key)
+    if meta_path.exists() and not rebuild:
+        try:
+            return load(meta_path, expect_key=key), meta_path, False
+        except ValueError as err:
+            log(f"{err}; rebuilding it")
+    post = sampler.run(seed)
+    command = regenerate_command(dataset, model.params, seed, method_params)
+    ref, draws = from_posterior(dataset, model, post, key, command)
+    save(ref, draws, root)
+    return ref, meta_path, True
+
+
+def find_accepted(dataset: str, model: HierModel, root: Path = DEFAULT_ROOT) -> tuple[Reference | None, str]:
+    """The ground truth for scoring ``model``: its exact posterior, else an accepted stored reference
+    for the same data (the one with the largest minimum bulk ESS).  Returns (reference, note)."""
+    if model.exact is not None:
+        return exact_reference(model), "exact posterior"
+    folder = Path(root) / dataset
+    if not folder.is_dir():
+        return None, f"no reference stored under {folder}"
+    fingerprint = data_fingerprint(model)
+    best, best_ess, notes = None, -1.0, []
+    for meta_path in sorted(folder.glob("*.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            notes.append(f"{meta_path.name}: unreadable")
+            continue
+        if meta.get("data_sha256") != fingerprint or meta.get("format") != FORMAT_VERSION:
+            continue
+        if not meta.get("accepted"):
+            notes.append(f"{meta_path.name}: refused ({'; '.join(meta.get('failed_checks', []))})")
+            continue
+        ess = float(meta.get("diagnostics", {}).get("ess_bulk_min") or 0.0)
+        if ess > best_ess:
+            try:
+                best, best_ess = load(meta_path), ess
+            except ValueError as err:
+                notes.append(str(err))
+    if best is None:
+        return None, "no accepted reference for these data" + (f" ({'; '.join(notes)})" if notes else "")
+    return best, f"{best.meta['source']} reference {best.meta['key'][:16]}"
