@@ -48,3 +48,37 @@ def plan(sizes: tuple[int, ...] = BENCH_SIZES) -> list[dict[str, Any]]:
                 }
             )
     return runs
+
+
+# The accuracy plan (`hierbench bench --plan accuracy`): every VI method on every dataset at its
+# default size, scored against the stored references (`make references` first).  Budgets keep the
+# plan near ten minutes on two cores; dense is capped at D ≤ 200 (recorded `infeasible` above it).
+ACCURACY_CHECKPOINTS = 2
+ACCURACY_PLAN: list[tuple[str, dict[str, Any], int]] = [
+    ("meanfield", {}, 2_000),
+    ("lowrank", {"rank": 5}, 2_000),
+    ("dense", {"max_dim": 200}, 10_000),
+    ("branch", {}, 2_000),
+    ("amortized", {"head": "potential", "batch_groups": 32}, 4_000),
+]
+
+
+def accuracy_plan(datasets: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """The accuracy plan's runs (keyword arguments for :func:`hierbench.harness.run_one`)."""
+    from hierbench.datasets import DATASETS
+
+    runs = []
+    for dataset in datasets or tuple(DATASETS):
+        for method, params, steps in ACCURACY_PLAN:
+            runs.append(
+                {
+                    "method": method,
+                    "dataset": dataset,
+                    "data_params": {},
+                    "method_params": dict(params),
+                    "steps": steps,
+                    "seed": 0,
+                    "checkpoints": ACCURACY_CHECKPOINTS,
+                }
+            )
+    return runs

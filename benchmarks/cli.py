@@ -172,7 +172,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from hierbench.bench import plan
+    from hierbench.bench import accuracy_plan, plan
     from hierbench.harness import run_one
     from hierbench.report import write_report
 
@@ -181,13 +181,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     records_path = out / "records.jsonl"
     if records_path.exists():  # keep the previous run rather than lose it
         shutil.move(records_path, out / "records.prev.jsonl")
-    runs = plan(tuple(args.sizes))
+    runs = plan(tuple(args.sizes)) if args.plan == "default" else accuracy_plan()
     t0 = time.perf_counter()
     for i, spec in enumerate(runs, 1):
-        print(
-            f"[{i}/{len(runs)}] {spec['method']} {spec['method_params']} N={spec['data_params']['N']}",
-            flush=True,
-        )
+        size = spec["data_params"].get("N", "default")
+        what = f"{spec['method']} {spec['method_params']} {spec['dataset']} N={size}"
+        print(f"[{i}/{len(runs)}] {what}", flush=True)
         record = run_one(**spec, progress=args.progress)
         append_record(records_path, record)
         _print_result(record)
@@ -246,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="the default benchmark (what `make bench` runs)")
     bench.add_argument("--out", default="results/bench")
+    bench.add_argument(
+        "--plan",
+        choices=("default", "accuracy"),
+        default="default",
+        help="default: five families on hier-linear at --sizes; accuracy: every VI method on every dataset",
+    )
     bench.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000], help="numbers of groups N")
     bench.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     bench.set_defaults(func=cmd_bench)

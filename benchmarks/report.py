@@ -100,6 +100,47 @@ def format_markdown(df: pd.DataFrame) -> str:
     return show.to_markdown(index=False)
 
 
+def accuracy_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Methods × datasets: standardized mean error (mean over coordinates) of the global and local
+    blocks and PSIS k̂, from each record's accuracy block (long format, one row per record)."""
+    rows = []
+    for rec in records:
+        acc = rec.get("accuracy") or {}
+        rows.append(
+            {
+                "dataset": rec["dataset"],
+                "method": label(rec),
+                "status": rec.get("status"),
+                "reference": acc.get("reference"),
+                "global_std_mean_err": (acc.get("global") or {}).get("std_mean_err_mean"),
+                "local_std_mean_err": (acc.get("local") or {}).get("std_mean_err_mean"),
+                "global_sd_ratio_err": (acc.get("global") or {}).get("sd_ratio_err_mean"),
+                "local_sd_ratio_err": (acc.get("local") or {}).get("sd_ratio_err_mean"),
+                "psis_khat": acc.get("psis_khat"),
+                "heldout_lpd_per_obs": rec.get("heldout_lpd_per_obs"),
+                "wall_s": rec.get("wall_s"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def accuracy_markdown(df: pd.DataFrame) -> str:
+    """The accuracy table as markdown: one row per method, per dataset a cell
+    ``global / local standardized mean error · k̂`` (or the run's status when it has no scores)."""
+
+    def cell(row) -> str:
+        if row["global_std_mean_err"] is None or pd.isna(row["global_std_mean_err"]):
+            return str(row["status"]) if row["status"] != "ok" else "no reference"
+        k = row["psis_khat"]
+        khat = f"{k:.2f}" if k is not None and not pd.isna(k) else "–"
+        return f"{row['global_std_mean_err']:.3f} / {row['local_std_mean_err']:.3f} · {khat}"
+
+    wide = df.assign(cell=df.apply(cell, axis=1)).pivot_table(
+        index="method", columns="dataset", values="cell", aggfunc="first", sort=False
+    )
+    return wide.fillna("").reset_index().to_markdown(index=False)
+
+
 def write_report(records: list[dict[str, Any]], out_dir: str | Path) -> dict[str, Path]:
     """Write ``summary.md``, ``summary.csv``, ``trace.csv`` and figures into ``out_dir``."""
     out = Path(out_dir)
@@ -113,6 +154,17 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path) -> dict[str
         + format_markdown(summary)
         + "\n"
     )
+    if any(rec.get("accuracy") for rec in records):
+        acc = accuracy_table(records)
+        paths["accuracy_csv"] = out / "accuracy.csv"
+        paths["accuracy_md"] = out / "accuracy.md"
+        acc.to_csv(paths["accuracy_csv"], index=False)
+        paths["accuracy_md"].write_text(
+            "# Posterior accuracy against the reference\n\nPer cell: global / local block standardized "
+            "mean error |E_q − E_ref| / sd_ref (mean over coordinates) · PSIS k̂ of log p − log q.\n\n"
+            + accuracy_markdown(acc)
+            + "\n"
+        )
     traces = trace_table(records)
     if not traces.empty:
         paths["trace_csv"] = out / "trace.csv"

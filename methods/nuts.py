@@ -230,7 +230,7 @@ def make(
 
         total = warmup + draws
         outs, warm_div = [], 0
-        bar = tqdm(total=total, desc=f"nuts on {model.name}", unit="it", delay=2.0, leave=False)
+        bar = tqdm(total=total, desc=f"nuts on {model.name}", unit="it", delay=2.0, leave=False, disable=None)
         t0 = time.perf_counter()
         with bar:
             for start in range(0, total, CHUNK):

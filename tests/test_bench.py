@@ -24,3 +24,33 @@ def test_plan_entries_are_valid_parameters():
         for r in plan()
         if r["method"] == "branch"
     )
+
+
+def test_accuracy_plan_covers_every_vi_method_on_every_dataset():
+    from hierbench.bench import accuracy_plan
+    from hierbench.datasets import DATASETS
+
+    runs = accuracy_plan()
+    vi = {name for name, factory in METHODS.items() if not is_sampler(factory)}
+    for dataset in DATASETS:
+        assert {r["method"] for r in runs if r["dataset"] == dataset} == vi
+    for run in runs:
+        parse_params("method", run["method"], run["method_params"])
+
+
+def test_accuracy_table_has_one_cell_per_method_and_dataset():
+    from hierbench.report import accuracy_markdown, accuracy_table
+
+    def rec(method, dataset, status="ok", err=0.1):
+        block = {"std_mean_err_mean": err, "sd_ratio_err_mean": 0.2}
+        acc = (
+            {"reference": "exact", "global": block, "local": block, "psis_khat": 0.4}
+            if status == "ok"
+            else None
+        )
+        return {"method": method, "dataset": dataset, "status": status, "accuracy": acc, "method_params": {}}
+
+    records = [rec("meanfield", "a"), rec("meanfield", "b", err=0.25), rec("dense", "a", status="infeasible")]
+    md = accuracy_markdown(accuracy_table(records))
+    assert "0.100 / 0.100 · 0.40" in md and "0.250 / 0.250 · 0.40" in md and "infeasible" in md
+    assert md.count("\n") == 3  # header, rule, two methods
