@@ -73,7 +73,9 @@ def cmd_reference(args: argparse.Namespace) -> int:
     from hierbench import reference as refstore
     from hierbench.methods import nuts
 
-    method_params = parse_params("method", "nuts", args.method_param)
+    method_params = refstore.REFERENCE_SETTINGS.get(args.dataset, {}) | parse_params(
+        "method", "nuts", args.method_param
+    )
     model = build_model(args.dataset, parse_params("dataset", args.dataset, args.data_param))
     if args.seed < 0:
         raise ParamError(f"--seed must be >= 0, got {args.seed}")
@@ -97,7 +99,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
     )
     for check in meta["checks_made"]:
         verdict = "pass" if check["passed"] else "FAIL"
-        print(f"  {verdict}  {check['check']:12s} {check['value']:.4g} ({check['rule']})")
+        print(f"  {verdict}  {check['check']:12s} {check['value']:.5g} ({check['rule']})")
     if args.summary:
         summary = Path(args.summary)
         summary.parent.mkdir(parents=True, exist_ok=True)

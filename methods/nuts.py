@@ -25,6 +25,7 @@ a terminal after 2 s.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -230,7 +231,14 @@ def make(
 
         total = warmup + draws
         outs, warm_div = [], 0
-        bar = tqdm(total=total, desc=f"nuts on {model.name}", unit="it", delay=2.0, leave=False, disable=None)
+        bar = tqdm(
+            total=total,
+            desc=f"nuts on {model.name}",
+            unit="it",
+            delay=2.0,
+            leave=False,
+            disable=not sys.stderr.isatty(),  # a live bar on a terminal; nothing in logs
+        )
         t0 = time.perf_counter()
         with bar:
             for start in range(0, total, CHUNK):

@@ -203,15 +203,17 @@ def test_movielens_density_matches_scipy(movielens_full, movielens_raw):
     eta = np.einsum("od,od->o", x, z[user])
     loglik = scipy.stats.bernoulli.logpmf(y, scipy.special.expit(eta))
     lik_by_user = np.bincount(user, weights=loglik, minlength=671)
-    got = model.log_lik(theta, z, model.data) + model.log_lik(theta, z, model.test_data)
+    eta_nc = (z - mu) / sigma  # the model's local block: non-centered
+    got = model.log_lik(theta, eta_nc, model.data) + model.log_lik(theta, eta_nc, model.test_data)
     np.testing.assert_allclose(got, lik_by_user, rtol=1e-9)
-    train_lik = model.log_lik(theta, z, model.data).sum()
+    train_lik = model.log_lik(theta, eta_nc, model.data).sum()
     prior = (
         scipy.stats.norm.logpdf(mu, 0, 2).sum()
         + _log_half(scipy.stats.halfnorm, sigma, 1.0).sum()
-        + scipy.stats.norm.logpdf(z, mu, sigma).sum()
+        + scipy.stats.norm.logpdf(eta_nc).sum()
     )
-    assert float(log_joint(model, theta, z, model.data)) == pytest.approx(prior + train_lik, rel=1e-12)
+    assert float(log_joint(model, theta, eta_nc, model.data)) == pytest.approx(prior + train_lik, rel=1e-12)
+    np.testing.assert_allclose(model.natural(theta[None], eta_nc[None])["z"][0], z, rtol=1e-12)
 
 
 def _user_codes(data):
