@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,9 @@ def accuracy_table(records: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append(
             {
                 "dataset": rec["dataset"],
-                "method": label(rec),
+                # one row per method across datasets: a minibatch size that covers all groups of a
+                # small dataset (B >= N) would otherwise split a row
+                "method": re.sub(r"B=\d+,?", "", label(rec)).replace(" ()", "").replace("(,", "("),
                 "status": rec.get("status"),
                 "reference": acc.get("reference"),
                 "global_std_mean_err": (acc.get("global") or {}).get("std_mean_err_mean"),
