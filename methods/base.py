@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -72,6 +74,12 @@ class Method(NamedTuple):
     step: Callable[[jax.Array, VIState, Data], tuple[VIState, StepInfo]]
     sample: Callable[[jax.Array, Params, Data, int], Draws]
     config: dict[str, Any]
+
+
+def cache_dir() -> Path:
+    """Project-local cache folder (compiled XLA programs, Stan models): ``$HIERBENCH_CACHE_DIR`` or
+    ``.cache/hierbench`` under the current directory."""
+    return Path(os.environ.get("HIERBENCH_CACHE_DIR", Path.cwd() / ".cache" / "hierbench"))
 
 
 ROWS_KEY = "_rows"  # optional entry of a step's data: the model's row layout (see make_vi)

@@ -24,7 +24,6 @@ a terminal after 2 s.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -44,14 +43,9 @@ from hierbench.datasets.base import (
     full_data_log_joint,
     natural_draws,
 )
-from hierbench.methods.base import Posterior, Sampler
+from hierbench.methods.base import Posterior, Sampler, cache_dir
 
 CHUNK = 50  # iterations per compiled call: progress is reported between calls
-
-
-def cache_dir() -> Path:
-    """Project-local cache folder: ``$HIERBENCH_CACHE_DIR`` or ``.cache/hierbench`` under the cwd."""
-    return Path(os.environ.get("HIERBENCH_CACHE_DIR", Path.cwd() / ".cache" / "hierbench"))
 
 
 def enable_compilation_cache() -> Path:

@@ -52,7 +52,7 @@ from typing import IO, Any
 import numpy as np
 
 from hierbench.datasets.base import HierModel, ParamError, check_positive_int, natural_draws
-from hierbench.methods.base import Posterior, Sampler, Unavailable, check_choice
+from hierbench.methods.base import Posterior, Sampler, Unavailable, cache_dir, check_choice
 
 PYSTAN_REQUIREMENT = "pystan==3.10.0"
 INSTALL_HINT = (
@@ -63,11 +63,6 @@ BACKENDS = ("auto", "cmdstanpy", "pystan")
 MAX_SEED = 2**32 - 1  # Stan's seeds are unsigned 32-bit integers
 
 logger = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """Project-local cache folder: ``$HIERBENCH_CACHE_DIR`` or ``.cache/hierbench`` under the cwd."""
-    return Path(os.environ.get("HIERBENCH_CACHE_DIR", Path.cwd() / ".cache" / "hierbench"))
 
 
 def program_file(model: HierModel) -> str:
