@@ -92,9 +92,12 @@ class Scorer:
                 test_ll = test_ll.reshape(chunk, -1)
             else:
                 test_ll = jnp.zeros((chunk, 0))
-            return log_p.reshape(chunk) - draws.log_q, draws.theta, draws.z[:, :n_keep], test_ll
+            log_w = log_p.reshape(chunk) - draws.log_q
+            return log_w, draws.log_q, draws.theta, draws.z[:, :n_keep], test_ll
 
         self._score_chunk = jax.jit(score_chunk)
+        self.method = method
+        self.dim = per_draw
         self.compile_s: float | None = None
 
     def __call__(self, key: jax.Array, params: Any) -> dict[str, Any]:
@@ -106,14 +109,16 @@ class Scorer:
             self._score_chunk = self._score_chunk.lower(key, params, *args).compile()
             self.compile_s = time.perf_counter() - t0
         args = (self.data, self.test_data, self.packed)
-        out = [[], [], [], []]
+        out = [[], [], [], [], []]
         for i in range(self.num_chunks):
             parts = self._score_chunk(jax.random.fold_in(key, i), params, *args)
             for acc, part in zip(out, parts, strict=True):
                 acc.append(np.asarray(part))
-        log_w, theta, z, test_ll = (np.concatenate(a) for a in out)
+        log_w, log_q, theta, z, test_ll = (np.concatenate(a) for a in out)
         self.last = {"log_w": log_w, "theta": theta, "z": z}  # for accuracy scores at the end of a run
         summary = summarize(log_w, theta, self.iw_k)
+        if self.method.config.get("gaussian_q"):
+            summary |= log_q_check(log_q, self.dim)
         if test_ll.shape[1]:
             summary |= heldout_scores(test_ll, self.model)
         return summary
@@ -126,6 +131,27 @@ def heldout_scores(test_ll: np.ndarray, model: HierModel) -> dict[str, Any]:
     mask = model.test_data.get("mask")
     n_test = int(mask.sum()) if mask is not None else model.num_groups
     return {"heldout_lpd": lpd, "heldout_lpd_per_obs": lpd / n_test, "heldout_obs": n_test}
+
+
+LOG_Q_VAR_TOLERANCE = 0.5  # |Var[log q] / (D/2) - 1| beyond this (or 6 sd): q's density is broken
+
+
+def log_q_check(log_q: np.ndarray, dim: int) -> dict[str, Any]:
+    """Numerical integrity of a Gaussian q from its own draws.
+
+    For any D-dimensional Gaussian, log q(x) at x ~ q is a constant minus ½χ²_D, so Var[log q] = D/2
+    exactly, whatever the mean and covariance.  A near-singular factor breaks the computed density
+    first (the solve inside log q returns garbage, e.g. an ELBO of +4e35 where no exact log evidence
+    exists to bound it).  With S draws the ratio's standard deviation is about √((2 + 12/D)/S)
+    (≤ 0.12 at S = 1000); the tolerance is the larger of :data:`LOG_Q_VAR_TOLERANCE` and 6 of those
+    sds, so a true Gaussian passes while a broken one is off by orders of magnitude.
+    Returns ``log_q_var_ratio`` and ``log_q_ok``.
+    """
+    tolerance = max(LOG_Q_VAR_TOLERANCE, 6.0 * math.sqrt((2.0 + 12.0 / dim) / len(log_q)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        ratio = float(np.var(log_q, ddof=1) / (dim / 2.0))
+    ok = bool(np.isfinite(ratio) and abs(ratio - 1.0) <= tolerance)
+    return {"log_q_var_ratio": ratio if np.isfinite(ratio) else None, "log_q_ok": ok}
 
 
 def summarize(log_w: np.ndarray, theta: np.ndarray, iw_k: int) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from hierbench.datasets.base import HierModel, ParamError, log_joint_rows, row_layout
@@ -82,6 +83,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HIERBENCH_CACHE_DIR", Path.cwd() / ".cache" / "hierbench"))
 
 
+MAX_STRATA = 3  # size strata of a minibatch on ragged groups (see make_vi)
 ROWS_KEY = "_rows"  # optional entry of a step's data: the model's row layout (see make_vi)
 
 
@@ -134,12 +136,16 @@ class Family(NamedTuple):
     ``log_q(params, θ, z, idx, data_b) -> (log q(θ) (S,), Σ_{i∈B} log q(z_i | θ) (S,))``.  A family
     that does not factor over groups (mean-field/dense/low-rank over the joint vector) returns the
     whole log q as the first term and 0 as the second, and must be used with full data.
+    ``gaussian``: q(θ, z) is jointly Gaussian (every built-in family, branch and amortized included:
+    their conditionals are linear-Gaussian), so scoring can check its log density numerically
+    (:func:`hierbench.scoring.summarize`); set False for other families.
     """
 
     init_params: Callable[[jax.Array], Params]
     draw: Callable[..., tuple[jax.Array, jax.Array]]
     log_q: Callable[..., tuple[jax.Array, jax.Array]]
     factorizes_over_groups: bool
+    gaussian: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +228,11 @@ def make_vi(
 
     With ``batch_groups=B < N`` each step uses B groups drawn without replacement and the local
     terms scaled by N/B, an unbiased estimate of the full-data ELBO for group-factorized families.
+    Where groups are ragged (:func:`~hierbench.datasets.base.row_layout`), the minibatch is
+    stratified by group size instead: about B·N_s/N groups (at least one) from each size bucket s,
+    scaled by N_s/B_s — still unbiased, padded per bucket rather than to the largest group
+    (MovieLens: 8× fewer padded rows).  The buckets come as ``data[ROWS_KEY]``
+    (:func:`with_rows`, which the harness adds); without them steps fall back to uniform minibatches.
     """
     num_groups = model.num_groups
     if batch_groups is not None:
@@ -232,9 +243,42 @@ def make_vi(
         batch_groups = min(batch_groups, num_groups)
     subsample = batch_groups is not None and batch_groups < num_groups
     scale = num_groups / batch_groups if subsample else 1.0
-    # Full-data steps evaluate the joint on the row layout where groups are ragged (cost ∝ observations
-    # instead of N·n_max); the caller passes it as data[ROWS_KEY] (see :func:`with_rows`).
-    use_rows = not subsample and row_layout(model) is not None
+    # Where groups are ragged (row_layout is not None) the caller passes the size buckets as
+    # data[ROWS_KEY] (see :func:`with_rows`).  Full-data steps evaluate the joint on them (cost ∝
+    # observations instead of N·n_max); minibatch steps sample each bucket as a stratum.
+    layout = row_layout(model)
+    use_rows = layout is not None
+    stratified = subsample and use_rows
+    if stratified:
+        # Strata: the size buckets, merged into at most MAX_STRATA runs of consecutive sizes (each
+        # stratum is a separate branch of the compiled step; eight of them took minutes to compile).
+        # Proportional allocation, at least one group per stratum; stratum s is scaled by N_s/B_s,
+        # so the estimate stays unbiased and a batch pads only to its own stratum's widest group.
+        merge = [list(run) for run in np.array_split(np.arange(len(layout)), min(MAX_STRATA, len(layout)))]
+        mask_shape = model.data["mask"].shape
+        per_obs = {k for k, v in model.data.items() if np.shape(v)[:2] == mask_shape}
+        sizes = [sum(len(layout[b]["index"]) for b in run) for run in merge]
+        alloc = [min(n, max(1, round(batch_groups * n / num_groups))) for n in sizes]
+        strata_scale = [n / a for n, a in zip(sizes, alloc, strict=True)]
+        config = config | {"strata": len(sizes), "groups_per_step": sum(alloc)}
+
+    def strata(rows: list[dict[str, Any]]) -> list[tuple[jax.Array, Data]]:
+        """The row layout's buckets merged as planned: (group ids, data padded to the widest)."""
+        out = []
+        for run in merge:
+            width = max(rows[b]["data"]["mask"].shape[1] for b in run)
+
+            def padded(key, a, width=width):
+                if key not in per_obs or a.shape[1] == width:
+                    return a
+                return jnp.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2))
+
+            index = jnp.concatenate([rows[b]["index"] for b in run])
+            keys = rows[run[0]]["data"]
+            data = {k: jnp.concatenate([padded(k, rows[b]["data"][k]) for b in run]) for k in keys}
+            out.append((index, data))
+        return out
+
     opt = train.optimizer()
     dtype = jnp.dtype(train.dtype)
 
@@ -252,16 +296,37 @@ def make_vi(
         elbo = model.log_prior_global(theta) - lq_global + scale * (local - lq_local)
         return -jnp.mean(elbo)
 
+    def neg_elbo_strata(params: Params, key: jax.Array, picks: list) -> jax.Array:
+        # Each stratum's local terms are an expectation over q(θ) q(z_i | θ) of their own, so every
+        # stratum draws its own θ (independent keys); the global term uses the first stratum's θ.
+        q_params = jax.lax.stop_gradient(params) if train.stl else params
+        elbo = 0.0
+        for s, (idx, data_b) in enumerate(picks):
+            theta, z = family.draw(params, jax.random.fold_in(key, s), train.num_samples, idx, data_b)
+            lq_global, lq_local = family.log_q(q_params, theta, z, idx, data_b)
+            local = jnp.sum(model.log_local(theta[:, None, :], z, data_b), axis=-1)
+            elbo = elbo + strata_scale[s] * (local - lq_local)
+            if s == 0:
+                elbo = elbo + model.log_prior_global(theta) - lq_global
+        return -jnp.mean(elbo)
+
     def step(key: jax.Array, state: VIState, data: Data) -> tuple[VIState, StepInfo]:
         rows = data.get(ROWS_KEY) if use_rows else None
         data = {k: v for k, v in data.items() if k != ROWS_KEY}
         key_batch, key_draw = jax.random.split(key)
-        if subsample:
+        if stratified and rows is not None:  # without the buckets: uniform minibatches (below)
+            picks = []
+            for s, (index, stratum) in enumerate(strata(rows)):
+                key_s = jax.random.fold_in(key_batch, s)
+                pick = jax.random.choice(key_s, len(index), (alloc[s],), replace=False)
+                picks.append((index[pick], jax.tree.map(lambda a, p=pick: a[p], stratum)))
+            loss, grads = jax.value_and_grad(neg_elbo_strata)(state.params, key_draw, picks)
+        elif subsample:
             idx = jax.random.choice(key_batch, num_groups, (batch_groups,), replace=False)
             data_b = jax.tree.map(lambda a: a[idx], data)
+            loss, grads = jax.value_and_grad(neg_elbo)(state.params, key_draw, idx, data_b, None)
         else:
-            idx, data_b = None, data
-        loss, grads = jax.value_and_grad(neg_elbo)(state.params, key_draw, idx, data_b, rows)
+            loss, grads = jax.value_and_grad(neg_elbo)(state.params, key_draw, None, data, rows)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return VIState(params, opt_state, state.step + 1), StepInfo(loss)
@@ -272,5 +337,10 @@ def make_vi(
         lq_global, lq_local = family.log_q(params, theta, z, None, data)
         return Draws(theta, z, lq_global + lq_local)
 
-    resolved = dataclasses.asdict(train) | {"batch_groups": batch_groups, "row_layout": use_rows} | config
+    resolved = dataclasses.asdict(train) | {
+        "batch_groups": batch_groups,
+        "row_layout": use_rows,
+        "gaussian_q": family.gaussian,
+    }
+    resolved |= config
     return Method(init, step, sample, resolved)

@@ -77,6 +77,7 @@ def make(
     target_accept: float = 0.9,
     dense_mass: bool = False,
     max_tree_depth: int = 10,
+    warmup_tree_depth: int | None = None,
     init: str = "meanfield",
     init_steps: int = 2000,
     init_radius: float = 2.0,
@@ -95,6 +96,11 @@ def make(
         Adapt a dense mass matrix (O(D²) memory) instead of a diagonal one.
     max_tree_depth : int
         Maximum NUTS tree depth (at most 2^depth leapfrog steps per draw).
+    warmup_tree_depth : int, optional
+        A smaller maximum depth during warmup only (numpyro's ``(warmup, sampling)`` depth pair).
+        Early adaptation windows run on a poor mass matrix, where NUTS would build its longest
+        trajectories; capping them only shortens warmup — the kept draws use ``max_tree_depth`` and
+        the gate judges them as usual.  None: ``max_tree_depth`` throughout (Stan's behaviour).
     init : {"meanfield", "uniform"}
         "meanfield": fit mean-field VI (``init_steps`` Adam steps), start each chain at its own draw
         from it and the (inverse) mass matrix at its variances — warmup then adapts as usual, but
@@ -110,6 +116,8 @@ def make(
     warmup = check_positive_int("warmup", warmup)
     draws = check_positive_int("draws", draws)
     max_tree_depth = check_positive_int("max_tree_depth", max_tree_depth)
+    if warmup_tree_depth is not None:
+        warmup_tree_depth = check_positive_int("warmup_tree_depth", warmup_tree_depth)
     init_steps = check_positive_int("init_steps", init_steps)
     if init not in INITS:
         raise ParamError(f"init must be one of {', '.join(INITS)}; got {init!r}")
@@ -132,6 +140,8 @@ def make(
         "init_radius": float(init_radius) if init == "uniform" else None,
         "dtype": "float64",
     }
+    if warmup_tree_depth is not None:  # only when set, so existing reference keys stay valid
+        config["warmup_tree_depth"] = warmup_tree_depth
     G, N, L = model.dim_global, model.num_groups, model.dim_local
     D = G + N * L
     # U(w) = −log p(θ, z, y) at w = (θ, vec z): the joint the VI methods use, on size-bucketed groups
@@ -153,7 +163,9 @@ def make(
                 inverse_mass_matrix=jnp.diag(inv_mass) if config["dense_mass"] else inv_mass,
                 dense_mass=config["dense_mass"],
                 target_accept_prob=config["target_accept"],
-                max_tree_depth=max_tree_depth,
+                max_tree_depth=max_tree_depth
+                if warmup_tree_depth is None
+                else (warmup_tree_depth, max_tree_depth),
                 find_heuristic_step_size=True,
                 model_args=(data,),
                 rng_key=jax.random.key_data(k),  # numpyro wants a raw uint32 key
@@ -225,6 +237,7 @@ def make(
 
         total = warmup + draws
         outs, warm_div = [], 0
+        warm_steps, warm_s = 0, 0.0  # warmup leapfrog steps and wall time
         bar = tqdm(
             total=total,
             desc=f"nuts on {model.name}",
@@ -236,10 +249,13 @@ def make(
         t0 = time.perf_counter()
         with bar:
             for start in range(0, total, CHUNK):
+                t_chunk = time.perf_counter()
                 states, out = advance_c(states, data)
                 out = jax.device_get(out)
                 keep = np.arange(start, start + CHUNK)
                 warm_div += int(out[1][:, keep < warmup].sum())
+                warm_steps += int(out[3][:, keep < warmup].sum())
+                warm_s += (time.perf_counter() - t_chunk) * float(np.mean(keep < warmup))
                 if (keep >= warmup).any():
                     outs.append(jax.tree.map(lambda a, k=keep: a[:, k >= warmup], out))
                 bar.update(min(CHUNK, total - start))
@@ -257,11 +273,17 @@ def make(
         }
         flat = natural_draws(model, theta.reshape(-1, theta.shape[-1]), z.reshape(-1, *z.shape[2:]))
         natural = {k: v.reshape(chains, draws, *v.shape[1:]) for k, v in flat.items()}
+        steps = np.asarray(num_steps, np.float64)
         settings = config | {
             "seed": seed,
             "numpyro": numpyro.__version__,
             "warmup_divergences": warmup_divergences,
             "init_s": init_s,
+            "warmup_s": warm_s,
+            "sampling_s": sample_s - init_s - warm_s,
+            "warmup_leapfrog_steps": warm_steps / (chains * warmup),
+            # vmapped chains advance in lockstep: an iteration costs its longest trajectory
+            "lockstep_efficiency": float(steps.mean() / steps.max(axis=0).mean()),
         }
         return Posterior(theta, z, natural, stats, compile_s, sample_s, settings)
 

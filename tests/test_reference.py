@@ -261,3 +261,31 @@ def test_accuracy_block_without_log_weights_has_no_khat(linear20):
     acc = accuracy_block(exact, theta, z[:, :7])
     assert acc["psis_khat"] is None and acc["local_groups_scored"] == 7 and acc["local"]["coords"] == 21
     assert acc["global"]["std_mean_err_max"] < 0.15
+
+
+def test_parallel_diagnostics_equal_serial(monkeypatch):
+    """Many coordinates are diagnosed in worker processes: same numbers as one ArviZ call."""
+    rng = np.random.default_rng(0)
+    draws = rng.normal(size=(4, 200, 40)).cumsum(axis=1) * 0.1 + rng.normal(size=(4, 200, 40))
+    monkeypatch.setattr(refstore, "PARALLEL_DIAGNOSTICS_MIN", 10)
+    monkeypatch.setattr(refstore.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    parallel, serial = refstore._diagnostics(draws), refstore._diagnostics_serial(draws)
+    assert set(parallel) == {"rhat", "ess_bulk", "ess_tail", "mcse_mean"}
+    for k in serial:
+        np.testing.assert_array_equal(parallel[k], serial[k])
+    assert serial["rhat"].shape == (40,) and np.all(serial["rhat"] > 1.0)
+
+
+def test_build_all_runs_builds_in_subprocesses_and_reports_failures(tmp_path):
+    """`hierbench references` (make references): one subprocess per dataset, pinned one per core,
+    an exact-posterior dataset skipped, a failing build reported without stopping the others."""
+    logs: list[str] = []
+    failed = refstore.build_all(
+        tmp_path, datasets=["hier-linear", "no-such-dataset"], jobs=2, log=logs.append
+    )
+    assert failed == 1
+    assert "exact posterior, no sampling needed" in (tmp_path / "hier-linear.log").read_text()
+    assert "hier-linear" in (tmp_path / "no-such-dataset.log").read_text()  # the error lists valid names
+    assert any("no-such-dataset: FAILED (exit 2)" in line for line in logs)
+    assert any("hier-linear: ok" in line for line in logs)
+    assert "2 datasets" in logs[-2] and "refused or failed: no-such-dataset" in logs[-1]
