@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 export JAX_PLATFORMS ?= cpu
 export PYTHONHASHSEED := 0
 
-.PHONY: setup test test-all bench references report lint lock clean help
+.PHONY: setup test test-all bench torch-bench references report regress baseline sweep peers perf lint lock clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -29,18 +29,35 @@ test-all: setup  ## every test, slow ones included
 bench: setup  ## the default benchmark: five methods on hier-linear, N in {10, 100, 1000}
 	$(VENV)/bin/hierbench bench --out results/bench
 
-DATASET_NAMES = $(shell $(PY) -c "from hierbench.datasets import DATASETS; print(*DATASETS)" 2>/dev/null)
+torch-bench: setup  ## JAX jit vs torch eager vs torch.compile per family, N in {100, 1000, 10^4} -> results/torch/
+	$(PY) -m hierbench.torch_bench --out results/torch
 
-references: setup  ## gated NUTS reference of every dataset at its default size -> results/references/
-	@failed=""; for d in $(DATASET_NAMES); do \
-	  echo "== $$d"; \
-	  $(VENV)/bin/hierbench reference --dataset $$d --summary results/references/$$d.summary.csv \
-	    || failed="$$failed $$d"; \
-	done; \
-	if [ -n "$$failed" ]; then echo "references refused or failed:$$failed"; exit 1; fi
+
+REFS ?= results/references
+references: setup  ## gated NUTS reference of every dataset at its default size -> $(REFS)/
+	$(VENV)/bin/hierbench references --references $(REFS)
 
 report: setup  ## rebuild results/bench tables and figures from its records
 	$(VENV)/bin/hierbench report results/bench/records.jsonl --out results/bench
+
+regress: setup  ## regression gate: rerun the quick suite, compare with results/baselines/quick.json (exit 1: worse)
+	$(VENV)/bin/hierbench regress
+
+baseline: setup  ## rewrite the regression gate's baseline results/baselines/quick.json
+	$(VENV)/bin/hierbench baseline update
+
+EXP ?= scaling
+JOBS ?= 1
+sweep: setup  ## an experiment of benchmarks/experiments/: make sweep EXP=scaling [QUICK=1] [JOBS=2]; resumable
+	$(VENV)/bin/hierbench sweep $(EXP) --jobs $(JOBS) $(if $(QUICK),--quick)
+
+peers: setup  ## ours vs numpyro side by side (hier-linear, hier-logistic) -> results/peers/ (~8 min)
+	$(PY) -m hierbench.peers --out results/peers
+
+perf: setup  ## performance suite: one step per family, ours vs numpyro, vs the floor -> results/perf/
+	@mkdir -p results/perf
+	$(PY) -m pytest benchmarks/perf -q -p no:xdist -p no:cacheprovider --benchmark-json=results/perf/benchmark.json \
+	  --perf-summary=results/perf/summary.md
 
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check benchmarks datasets methods tests

@@ -1,7 +1,8 @@
-"""The ``hierbench`` command line: list | run | reference | export | report | bench.
+"""The hierbench command line: list | run | reference | export | report | bench | baseline | regress | sweep.
 
-Exit codes: 0 success, 1 a run that did not finish ``ok``, 2 bad input (unknown name, bad value),
-with a message listing the valid choices.
+Exit codes: 0 success, 1 a run that did not finish ``ok`` (regress: a regression), 2 bad input
+(unknown name, bad value, missing or stale baseline), with a message listing the valid choices.
+``sweep`` exits 1 when a cell of the experiment has only error records, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("\nMethods (--method NAME --method-param key=value):")
     for name, factory in METHODS.items():
         print(f"  {name:16s} {describe(factory)}\n  {'':16s} params: {_params_line('method', factory)}")
+        reason = getattr(factory, "unavailable", lambda: None)()  # a backend this machine lacks
+        if reason:
+            print(f"  {'':16s} UNAVAILABLE here: {reason}")
     return 0
 
 
@@ -63,6 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         checkpoints=args.checkpoints,
         raise_param_errors=True,
         references=None if args.references in ("", "none") else args.references,
+        backend=args.backend,
+        backend_options=_backend_options(args),
     )
     append_record(out, record)
     _print_result(record, out)
@@ -79,6 +85,9 @@ def cmd_reference(args: argparse.Namespace) -> int:
     model = build_model(args.dataset, parse_params("dataset", args.dataset, args.data_param))
     if args.seed < 0:
         raise ParamError(f"--seed must be >= 0, got {args.seed}")
+    if args.skip_exact and model.exact is not None:
+        print(f"{args.dataset}: exact posterior, no sampling needed (drop --skip-exact to run NUTS anyway)")
+        return 0
     sampler = nuts.make(model, **method_params)
     ref, path, built = refstore.get_or_build(
         args.dataset,
@@ -112,12 +121,35 @@ def cmd_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_references(args: argparse.Namespace) -> int:
+    from hierbench import reference as refstore
+
+    if args.jobs is not None and args.jobs < 1:
+        raise ParamError(f"--jobs must be >= 1, got {args.jobs}")
+    failed = refstore.build_all(Path(args.references), jobs=args.jobs, rebuild=args.rebuild)
+    return 1 if failed else 0
+
+
+def _backend_options(args: argparse.Namespace) -> dict | None:
+    """``run_one``'s backend_options from ``--torch-compile``, ``--threads`` and ``--device``."""
+    options = {"compile": args.torch_compile, "threads": args.threads, "device": args.device}
+    given = {k: v for k, v in options.items() if v not in (None, False)}
+    if args.backend != "torch":
+        if given:
+            raise ParamError("--torch-compile, --threads and --device need --backend torch")
+        return None
+    if args.threads is not None and args.threads < 1:
+        raise ParamError(f"--threads must be >= 1, got {args.threads}")
+    return given
+
+
 def _pairs(pairs: list[str] | None) -> dict[str, str]:
     return dict(p.split("=", 1) for p in pairs or [])
 
 
 def _print_result(rec: dict, out: Path | None = None) -> None:
-    parts = [f"{rec['method']} on {rec['dataset']} (N={rec.get('num_groups')}): {rec['status']}"]
+    backend = f" [{rec['backend']}]" if rec.get("backend", "jax") != "jax" else ""
+    parts = [f"{rec['method']} on {rec['dataset']} (N={rec.get('num_groups')}){backend}: {rec['status']}"]
     if rec.get("elbo") is not None:
         parts.append(f"ELBO {rec['elbo']:.3f} ± {rec['elbo_se']:.3f}")
     if rec.get("kl") is not None:
@@ -200,9 +232,51 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from hierbench.regress import baseline_update
+
+    return baseline_update(args.suite, args.repeats, args.out, _store(args.references))
+
+
+def cmd_regress(args: argparse.Namespace) -> int:
+    from hierbench.regress import regress
+
+    return regress(args.suite, args.repeats, args.baseline, _store(args.references))
+
+
+def _store(path: str) -> str | None:
+    return None if path in ("", "none") else path
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from hierbench.sweep import run_sweep
+
+    try:
+        result = run_sweep(
+            args.experiment,
+            args.out,
+            quick=args.quick,
+            jobs=args.jobs,
+            executor=args.executor,
+            scheduler=args.scheduler,
+            retry_failed=args.retry_failed,
+            dry_run=args.dry_run,
+            references=None if args.references in ("", "none") else args.references,
+            compilation_cache=args.compilation_cache,
+            progress=args.progress,
+        )
+    except KeyboardInterrupt:
+        print("hierbench sweep: interrupted; finished cells are recorded, rerun to resume", file=sys.stderr)
+        return 130
+    print(result.summary())
+    if result.failed:
+        print(f"{len(result.failed)} cell(s) failed; --retry-failed runs them again", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hierbench", description=__doc__.splitlines()[0])
-    commands = "{list,run,reference,export,report,bench}"
+    commands = "{list,run,reference,references,export,report,bench,baseline,regress,sweep}"
     sub = parser.add_subparsers(dest="command", required=True, metavar=commands)
     sub.add_parser("list", help="methods and datasets with their parameters").set_defaults(func=cmd_list)
 
@@ -221,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="results/references",
         help="reference store: accuracy vs an accepted reference; MCMC runs are stored here ('none': off)",
     )
+    run.add_argument(
+        "--backend", choices=("jax", "torch"), default="jax", help="train with JAX (jit) or the PyTorch twin"
+    )
+    run.add_argument("--torch-compile", action="store_true", help="torch: compile the loss (else eager)")
+    run.add_argument("--threads", type=int, help="torch: torch.set_num_threads (default: physical cores)")
+    run.add_argument("--device", help="torch: a torch device, e.g. cpu (default) or cuda")
     run.set_defaults(func=cmd_run)
 
     ref = sub.add_parser("reference", help="build (or load) the gated NUTS reference of a dataset")
@@ -231,7 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--summary", metavar="FILE.csv", help="write name, mean, sd, mcse_mean per coordinate")
     ref.add_argument("--references", default="results/references", help="reference store folder")
     ref.add_argument("--rebuild", action="store_true", help="rerun NUTS even if a valid reference is stored")
+    ref.add_argument("--skip-exact", action="store_true", help="do nothing where the posterior is exact")
     ref.set_defaults(func=cmd_reference)
+
+    refs = sub.add_parser("references", help="every dataset's reference at its default size, longest first")
+    refs.add_argument("--references", default="results/references", help="reference store folder")
+    refs.add_argument("--jobs", type=int, default=1, help="parallel builds, each pinned to cores/jobs cores")
+    refs.add_argument("--rebuild", action="store_true", help="rerun NUTS even if a valid reference is stored")
+    refs.set_defaults(func=cmd_references)
 
     exp = sub.add_parser("export", help="write a dataset as arrays x, y, group to an .npz")
     exp.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}")
@@ -256,6 +343,46 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000], help="numbers of groups N")
     bench.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     bench.set_defaults(func=cmd_bench)
+
+    suites = "quick (the gate) or tiny (tests)"
+    base = sub.add_parser("baseline", help="the regression gate's baseline (results/baselines/)")
+    base_sub = base.add_subparsers(dest="action", required=True, metavar="{update}")
+    upd = base_sub.add_parser("update", help="run the suite with the baseline seeds; write its baseline")
+    upd.add_argument("--suite", default="quick", help=suites)
+    upd.add_argument("--repeats", type=int, default=5, help="seeds per entry (2..100)")
+    upd.add_argument("--out", help="baseline file (default results/baselines/SUITE.json)")
+    upd.add_argument("--references", default="results/references", help="reference store folder")
+    upd.set_defaults(func=cmd_baseline)
+
+    reg = sub.add_parser("regress", help="rerun the quick suite; exit 1 on a regression beyond noise")
+    reg.add_argument("--suite", default="quick", help=suites)
+    reg.add_argument("--repeats", type=int, default=3, help="seeds per entry (2..100)")
+    reg.add_argument("--baseline", help="baseline file (default results/baselines/SUITE.json)")
+    reg.add_argument("--references", default="results/references", help="reference store folder")
+    reg.set_defaults(func=cmd_regress)
+
+    from hierbench.sweep import available_experiments
+
+    swp = sub.add_parser("sweep", help="run an experiment file's grid; resumable, survives failed cells")
+    swp.add_argument(
+        "experiment",
+        help=f"a TOML file, or one of benchmarks/experiments/: {', '.join(available_experiments())}",
+    )
+    swp.add_argument("--out", help="records file (default results/sweeps/EXPERIMENT[-quick]/records.jsonl)")
+    swp.add_argument("--jobs", type=int, default=1, help="local worker processes (0: run in this process)")
+    swp.add_argument("--executor", choices=("local", "dask"), default="local", help="where cells run")
+    swp.add_argument("--scheduler", help="Dask scheduler address for --executor dask, e.g. tcp://host:8786")
+    swp.add_argument("--quick", action="store_true", help="the experiment's [quick] sizes (minutes)")
+    swp.add_argument("--retry-failed", action="store_true", help="rerun cells whose only records are errors")
+    swp.add_argument("--dry-run", action="store_true", help="validate and list the cells; run nothing")
+    swp.add_argument("--references", default="results/references", help="reference store ('none': off)")
+    swp.add_argument(
+        "--compilation-cache",
+        action="store_true",
+        help="JAX's persistent compilation cache: same-shaped cells compile once (compile_s: load time)",
+    )
+    swp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    swp.set_defaults(func=cmd_sweep)
     return parser
 
 

@@ -9,6 +9,7 @@ clock, q is scored in float64 on the full data (see :mod:`hierbench.scoring`) an
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import traceback
@@ -30,6 +31,7 @@ from hierbench.registry import build_model, is_sampler, lookup, parse_params
 from hierbench.scoring import Scorer
 
 DEFAULT_STEPS = 10_000
+BACKENDS = ("jax", "torch")
 IMPOSSIBLE_SE = 5.0  # an ELBO this many SEs above an exact log evidence is a numerical failure
 
 
@@ -51,6 +53,8 @@ def run_one(
     progress: bool | None = None,
     raise_param_errors: bool = False,
     references: str | Path | None = refstore.DEFAULT_ROOT,
+    backend: str = "jax",
+    backend_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit ``method`` to ``dataset`` and return a record (a JSON-ready dict).
 
@@ -76,6 +80,11 @@ def run_one(
         The reference store: VI records get an accuracy block against the exact posterior or an
         accepted stored reference for the same data; an MCMC method's run is stored there as a
         (gated) reference.  None: no store.
+    backend : {"jax", "torch"}
+        Train a VI method with JAX (jit) or with its PyTorch twin (:mod:`hierbench.torch_harness`);
+        scoring is the same float64 JAX code either way.
+    backend_options : dict, optional
+        torch only: ``compile`` (bool), ``threads`` (int), ``device`` (str), ``compile_mode``.
     """
     record: dict[str, Any] = {
         "record_id": uuid.uuid4().hex,
@@ -84,6 +93,7 @@ def run_one(
         "data_params": dict(data_params or {}),
         "method_params": dict(method_params or {}),
         "seed": seed,
+        "backend": backend,
         "status": "error",
         "elbo": None,
         "elbo_se": None,
@@ -101,6 +111,10 @@ def run_one(
     try:
         if not isinstance(seed, int) or seed < 0:
             raise ParamError(f"seed must be an integer >= 0, got {seed!r}")
+        if backend not in BACKENDS or (backend_options and backend != "torch"):
+            raise ParamError(
+                f"backend must be one of {', '.join(BACKENDS)} (options: torch only); got {backend!r}"
+            )
         model = build_model(dataset, data_params)
         chunk, num_chunks = chunking(steps, checkpoints)
         factory = lookup("method", method)
@@ -119,9 +133,16 @@ def run_one(
         record["method_params"] = algo.config
         record["env"] = env_info(algo.config.get("dtype"))
         if isinstance(algo, Sampler):
+            if backend != "jax":
+                raise ParamError(f"backend {backend!r} runs VI methods only; {method!r} is a sampler")
             _sample(record, model, algo, seed, ref, references)
         else:
-            last = _optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress)
+            optimize = _optimize
+            if backend == "torch":
+                from hierbench.torch_harness import optimize_torch
+
+                optimize = functools.partial(optimize_torch, **(backend_options or {}))
+            last = optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress)
             if record["status"] == "ok" and ref is not None:
                 record["accuracy"] = accuracy_block(ref, last["theta"], last["z"], last["log_w"])
     except ParamError as err:
@@ -163,16 +184,7 @@ def _optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress
     groups = algo.config.get("batch_groups") or model.num_groups
 
     def checkpoint(step: int, wall_s: float, train_neg_elbo: float | None) -> dict[str, Any]:
-        score = scorer(jax.random.fold_in(key_score, step), state.params)
-        point = {
-            "step": step,
-            "wall_s": wall_s,
-            "elbo": score["elbo"],
-            "elbo_se": score["elbo_se"],
-            "train_neg_elbo": train_neg_elbo,
-        }
-        record["trace"].append(point)
-        return score
+        return _trace_point(record, scorer, key_score, step, wall_s, state.params, train_neg_elbo)
 
     score = checkpoint(0, 0.0, None)
     record["eval_compile_s"] = scorer.compile_s
@@ -202,14 +214,41 @@ def _optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress
             score = checkpoint(done, wall_s, float(losses.mean()))
             bar.update(chunk)
             bar.set_postfix(elbo=f"{score['elbo']:.2f}" if score["elbo"] is not None else "nan")
+    _finish(record, status, score, samples, groups)
+    return scorer.last
+
+
+def _trace_point(record, scorer, key_score, step, wall_s, params, train_neg_elbo) -> dict[str, Any]:
+    """Score ``params`` off the clock and append a trace point {step, wall_s, elbo, …}; returns the score."""
+    score = scorer(jax.random.fold_in(key_score, step), params)
+    point = {
+        "step": step,
+        "wall_s": wall_s,
+        "elbo": score["elbo"],
+        "elbo_se": score["elbo_se"],
+        "train_neg_elbo": train_neg_elbo,
+    }
+    record["trace"].append(point)
+    return score
+
+
+def _finish(record, status, score, samples, groups) -> None:
+    """Final status, evaluation counts, rate and the last score's fields (KL where log Z is exact)."""
     record["status"] = status
     record["grad_evals"] = record["steps"] * samples
     record["group_evals"] = record["steps"] * samples * groups
+    wall_s = record["wall_s"]
     record["steps_per_s"] = record["steps"] / wall_s if wall_s > 0 else None
     if status == "ok":
+        record |= score
         if score["elbo"] is None:  # finite training loss but a non-finite full-data score
             record |= {"status": "diverged", "error": "non-finite log weights when scoring q"}
-        record |= score
+        elif score.get("log_q_ok") is False:
+            record |= {
+                "status": "diverged",
+                "error": f"Var[log q] on q's own draws is {score['log_q_var_ratio'] or float('inf'):.3g}× "
+                "the D/2 of every Gaussian: q's density broke down numerically (near-singular factor)",
+            }
         if record["log_evidence"] is not None and score["elbo"] is not None:
             record["kl"] = record["log_evidence"] - score["elbo"]
             record["kl_per_group"] = record["kl"] / record["num_groups"]
@@ -221,7 +260,6 @@ def _optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress
                     "error": f"ELBO exceeds the exact log evidence by {-record['kl']:.3g} nats "
                     f"({IMPOSSIBLE_SE}+ standard errors): q's density broke down numerically",
                 }
-    return scorer.last
 
 
 def _all_finite(tree: Any) -> bool:
@@ -231,10 +269,12 @@ def _all_finite(tree: Any) -> bool:
 def _sample(record, model, algo: Sampler, seed, ref, references) -> None:
     """Run an MCMC method; score it against the exact posterior if any; store it as a reference."""
     post = algo.run(seed)
+    iterations = post.settings.get("warmup", 0) + post.settings.get("draws", 0)
     record |= {
         "compile_s": post.compile_s,
         "wall_s": post.sample_s,
-        "steps": int(post.settings.get("warmup", 0) + post.settings.get("draws", 0)),
+        # an optimizer that owns its loop (Stan ADVI, Pathfinder) states its iterations as "steps"
+        "steps": int(post.settings.get("steps", iterations)),
         "grad_evals": int(np.sum(post.stats["num_steps"])) if "num_steps" in post.stats else None,
     }
     if post.theta is None:  # e.g. Stan: natural quantities only

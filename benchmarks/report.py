@@ -42,6 +42,8 @@ def variant(rec: dict[str, Any]) -> str:
         parts.append(mp["head"])
     if "rank" in mp:
         parts.append(f"r={mp['rank']}")
+    if mp.get("condition_on_theta") is False:
+        parts.append("no-theta")  # q(z_i | θ) = q(z_i)
     return ",".join(parts)
 
 

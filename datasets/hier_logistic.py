@@ -24,6 +24,8 @@ import numpy as np
 from . import hier_linear
 from .base import Array, HierModel
 
+validate_params = hier_linear.validate_params  # the same data params; checked cheaply before sweeps
+
 
 def log_local(theta: Array, z: Array, data: dict[str, Array]) -> Array:
     """log N(z | θ, I) + Σ_j mask_j log Bernoulli(y_j | σ(x_jᵀz)), broadcasting as in :mod:`.base`."""

@@ -6,7 +6,17 @@ Adding a method is one file plus one line: write ``methods/<name>.py`` with a fa
 docstring's first line describes it, then add it to ``METHODS`` below.
 """
 
-from hierbench.methods import amortized, branch, dense, lowrank, meanfield, nuts, stan_nuts
+from hierbench.methods import (
+    amortized,
+    branch,
+    dense,
+    lowrank,
+    meanfield,
+    numpyro_peers,
+    nuts,
+    stan_nuts,
+    stan_vi,
+)
 
 METHODS = {
     "meanfield": meanfield.make,
@@ -16,4 +26,24 @@ METHODS = {
     "amortized": amortized.make,
     "nuts": nuts.make,
     "stan-nuts": stan_nuts.make,
+    # peers: other libraries' implementations, compared with ours by `make peers` (README, "Ours vs numpyro")
+    "numpyro-autonormal": numpyro_peers.make_autonormal,
+    "numpyro-automvn": numpyro_peers.make_automvn,
+    "numpyro-autolowrank": numpyro_peers.make_autolowrank,
+    "stan-advi-meanfield": stan_vi.make_advi_meanfield,
+    "stan-advi-fullrank": stan_vi.make_advi_fullrank,
+    "stan-pathfinder": stan_vi.make_pathfinder,
 }
+
+# Entries that wrap another library's algorithm; the default plans (`make bench`, the accuracy plan) run
+# our own methods only.
+PEERS = frozenset(
+    {
+        "numpyro-autonormal",
+        "numpyro-automvn",
+        "numpyro-autolowrank",
+        "stan-advi-meanfield",
+        "stan-advi-fullrank",
+        "stan-pathfinder",
+    }
+)

@@ -16,6 +16,11 @@ Two heads over the same per-observation MLP φ on a row's features (standardized
     so this head can reach KL 0 for any N; sums make it exactly permutation-invariant and size-aware.
 
 Both train q(θ) and the net on minibatches of ``batch_groups`` groups scaled by N/B.
+
+``condition_on_theta=False`` drops the dependence of q(z_i | θ) on θ (A_i = 0, so q(θ, z) =
+q(θ) ∏_i q(z_i)): the moments head outputs no gain, and the potential head's prior term keeps
+W fixed at zero (not a trainable parameter).  Comparing the two as N grows shows how much the
+conditioning on θ is worth once q(θ) concentrates.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hierbench.datasets.base import HierModel, check_positive_int
+from hierbench.datasets.base import HierModel, ParamError, check_positive_int
 from hierbench.methods import _gaussian as g
 from hierbench.methods.base import Family, Method, check_choice, make_vi, train_config
 
@@ -77,14 +82,18 @@ def make(
     width: int = 64,
     potential_rank: int = 1,
     init_sd: float = 0.1,
+    condition_on_theta: bool = True,
     **train,
 ) -> Method:
     """Dense q(θ) + a permutation-invariant net per group (head moments|potential); minibatches of groups."""
     cfg = train_config(train)
     check_choice("head", head, ("moments", "potential"))
+    if not isinstance(condition_on_theta, bool):
+        raise ParamError(f"condition_on_theta must be true or false, got {condition_on_theta!r}")
     width = check_positive_int("width", width)
     k = check_positive_int("potential_rank", potential_rank)
     dg, dl = model.dim_global, model.dim_local
+    num_gain = dl * dg if condition_on_theta else 0  # A_i's entries in the moments head's output
 
     # Standardize row features with full-data statistics (constants, not parameters).
     rows_np, mask_np = (
@@ -104,7 +113,7 @@ def make(
         k1, k2, k3 = jax.random.split(key, 3)
         params = g.global_init(dg, init_sd) | {"phi": _mlp_init(k1, [num_feat, width, width])}
         if head == "moments":
-            out = dl + dl * dg + dl * dl
+            out = dl + num_gain + dl * dl
             params["rho"] = _mlp_init(k2, [width + 1, width, out], last_scale=0.01)
         else:
             params["pot"] = {
@@ -116,6 +125,8 @@ def make(
                 "prior_gain": jnp.eye(dl, dg),
                 "prior_shift": jnp.zeros(dl),
             }
+            if not condition_on_theta:
+                del params["pot"]["prior_gain"]  # W = 0, fixed
         return params
 
     def moments(params, data_b):
@@ -125,8 +136,11 @@ def make(
         pooled = jnp.sum(hidden * mask[..., None], axis=-2) / jnp.maximum(count, 1.0)
         out = _mlp(params["rho"], jnp.concatenate([pooled, jnp.log(count)], axis=-1))
         shift = out[..., :dl]
-        gain = out[..., dl : dl + dl * dg].reshape(-1, dl, dg)
-        raw = out[..., dl + dl * dg :].reshape(-1, dl, dl) + g.raw_chol_init((dl, dl), init_sd)
+        if condition_on_theta:
+            gain = out[..., dl : dl + num_gain].reshape(-1, dl, dg)
+        else:
+            gain = jnp.zeros((*shift.shape[:-1], dl, dg), shift.dtype)
+        raw = out[..., dl + num_gain :].reshape(-1, dl, dl) + g.raw_chol_init((dl, dl), init_sd)
         return shift, gain, g.chol_from_raw(raw)
 
     def potential(params, data_b):
@@ -141,6 +155,9 @@ def make(
         prec = jnp.einsum("bnik,bnjk->bij", r, r) + prior_prec  # (B, L, L)
         prec_chol = jnp.linalg.cholesky(prec)
         rhs_shift = jnp.sum(h * mask[..., None], axis=-2) + prior_prec @ pot["prior_shift"]  # (B, L)
+        if not condition_on_theta:  # A_i = Λ_i⁻¹ Λ₀ W = 0
+            sol = jax.scipy.linalg.cho_solve((prec_chol, True), rhs_shift[..., None])
+            return sol[..., 0], jnp.zeros((prec.shape[0], dl, dg), sol.dtype), prec_chol
         rhs_gain = jnp.broadcast_to(prior_prec @ pot["prior_gain"], (prec.shape[0], dl, dg))
         rhs = jnp.concatenate([rhs_shift[..., None], rhs_gain], axis=-1)  # (B, L, 1 + G)
         sol = jax.scipy.linalg.cho_solve((prec_chol, True), rhs)
@@ -171,4 +188,5 @@ def make(
         width=width,
         potential_rank=potential_rank,
         init_sd=init_sd,
+        condition_on_theta=condition_on_theta,
     )

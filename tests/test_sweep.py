@@ -1,0 +1,397 @@
+"""Experiments as TOML files and sweeps over them: grid expansion, stable cell ids, resuming after a
+kill, failed cells, worker processes and Dask."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hierbench.cli import main
+from hierbench.records import read_records
+from hierbench.sweep import (
+    RUN_DEFAULTS,
+    available_experiments,
+    cell_id,
+    default_out,
+    expand,
+    load_experiment,
+    run_cell,
+    run_sweep,
+    validate,
+)
+
+TINY = """
+[experiment]
+name = "tiny"
+description = "tiny hier-linear cells"
+
+[defaults]
+dataset = "hier-linear"
+steps = 20
+checkpoints = 1
+eval_draws = 100
+
+[[runs]]
+method = "meanfield"
+data_params = { N = 5, n = 5, d = 2 }
+seeds = [0, 1]
+
+[[runs]]
+method = "branch"
+data_params = { N = 5, n = 5, d = 2 }
+"""
+# Passes validation (models are not built up front) and fails when the cell runs.
+FAILING = """
+[[runs]]
+label = "missing data folder"
+method = "meanfield"
+dataset = "movielens-small"
+data_params = { path = "/nonexistent/movielens" }
+"""
+NO_REFS = None  # the exact posterior is the reference on hier-linear; no store needed
+
+
+def write(tmp_path: Path, text: str, name: str = "tiny.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def by_cell(records: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for rec in records:
+        out.setdefault(rec["cell_id"], []).append(rec)
+    return out
+
+
+def flaky_runner(kwargs, options):
+    """A runner whose worker dies on seed 7 and which raises on seed 8 (outside run_one)."""
+    if kwargs["seed"] == 7:
+        os._exit(3)
+    if kwargs["seed"] == 8:
+        raise RuntimeError("escaped the harness")
+    return run_cell(kwargs, options)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+    """One persistent compilation cache for this module's sweeps (`compilation_cache=True`; worker
+    processes inherit the variable), so cells of the same shapes compile once.  JAX's cache settings
+    are restored afterwards."""
+    import jax
+
+    keys = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
+    saved = {key: getattr(jax.config, key) for key in keys}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HIERBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+    for key, value in saved.items():
+        jax.config.update(key, value)
+    try:
+        from jax._src import compilation_cache
+
+        compilation_cache.reset_cache()
+    except (ImportError, AttributeError):  # private API; resetting is a courtesy to later tests
+        pass
+
+
+def test_grid_expansion_layers_and_stable_ids(tmp_path):
+    text = """
+[defaults]
+dataset = "hier-linear"
+data_params = { N = [5, 6], n = 5, d = 2 }
+seeds = [0, 1]
+steps = 20
+
+[[runs]]
+method = "amortized"
+method_params = { head = ["moments", "potential"], batch_groups = 2 }
+[runs.quick]
+method_params = { batch_groups = 3 }
+
+[[runs]]
+label = "mf"
+method = "meanfield"
+data_params = { N = 5 }
+seeds = 0
+[runs.quick]
+steps = 7
+
+[[runs]]  # the same cell as one above: listed once
+label = "mf again"
+method = "meanfield"
+data_params = { N = 5 }
+seeds = [0]
+
+[quick]
+seeds = [3]
+steps = 10
+checkpoints = 1
+"""
+    exp = load_experiment(write(tmp_path, text, "grid.toml"))
+    assert exp.name == "grid"
+    cells = expand(exp)
+    assert len(cells) == 2 * 2 * 2 + 1  # N × head × seeds, then meanfield once
+    first = cells[0].kwargs
+    assert first == {
+        "method": "amortized",
+        "dataset": "hier-linear",
+        "data_params": {"N": 5, "n": 5, "d": 2},
+        "method_params": {"head": "moments", "batch_groups": 2},
+        "steps": 20,
+        "checkpoints": RUN_DEFAULTS["checkpoints"],
+        "eval_draws": RUN_DEFAULTS["eval_draws"],
+        "seed": 0,
+    }
+    # outermost axis first: N, then head, then seeds
+    assert [
+        (c.kwargs["data_params"]["N"], c.kwargs["method_params"]["head"], c.kwargs["seed"]) for c in cells[:4]
+    ] == [
+        (5, "moments", 0),
+        (5, "moments", 1),
+        (5, "potential", 0),
+        (5, "potential", 1),
+    ]
+    assert cells[-1].label == "mf" and cells[0].label == "amortized head=moments batch_groups=2"
+    assert len({c.cell_id for c in cells}) == len(cells)
+    assert all(len(c.cell_id) == 16 and int(c.cell_id, 16) >= 0 for c in cells)
+    # ids are content hashes: stable across loads, processes and key order (golden value)
+    assert [c.cell_id for c in expand(load_experiment(tmp_path / "grid.toml"))] == [c.cell_id for c in cells]
+    kwargs = {
+        "method": "meanfield",
+        "dataset": "hier-linear",
+        "data_params": {"N": 5, "n": 5, "d": 2},
+        "method_params": {},
+        "seed": 0,
+        "steps": 20,
+        "checkpoints": 1,
+        "eval_draws": 100,
+    }
+    assert cell_id(kwargs) == cell_id(dict(reversed(kwargs.items()))) == "2d875dd213b07afe"
+    # --quick: [defaults] < [[runs]] < [quick] < [runs.quick]
+    quick = expand(exp, quick=True)
+    assert len(quick) == 2 * 2 * 1 + 2  # "mf" has its own quick steps: no longer the same as "mf again"
+    assert {c.kwargs["seed"] for c in quick} == {3}
+    assert {c.kwargs["method_params"]["batch_groups"] for c in quick[:4]} == {3}
+    assert [c.kwargs["steps"] for c in quick[-3:]] == [10, 7, 10]
+    assert not {c.cell_id for c in quick} & {c.cell_id for c in cells}
+    assert default_out("grid", quick=True) == Path("results/sweeps/grid-quick/records.jsonl")
+
+
+def test_run_defaults_are_run_ones():
+    from hierbench.harness import run_one
+
+    sig = inspect.signature(run_one).parameters
+    assert RUN_DEFAULTS == {k: sig[k].default for k in ("steps", "checkpoints", "eval_draws")} | {
+        "seeds": sig["seed"].default
+    }
+
+
+@pytest.mark.parametrize("name", ["scaling", "accuracy", "movielens", "theta_collapse"])
+def test_shipped_experiments_are_valid(name):
+    assert name in available_experiments()
+    exp = load_experiment(Path(__file__).parent.parent / "benchmarks" / "experiments" / f"{name}.toml")
+    assert exp.name == name and exp.description
+    for quick in (False, True):
+        cells = expand(exp, quick=quick)
+        validate(cells, name)
+        assert 0 < len(cells) <= (16 if quick else 200)
+    full = expand(exp)
+    if name in ("scaling", "accuracy", "theta_collapse"):
+        sizes = {c.kwargs["data_params"]["N"] for c in full}
+        assert {10, 100, 1000, 10_000} <= sizes
+    if name == "scaling":
+        assert 100_000 in sizes
+        assert {c.label for c in full} >= {"dense", "branch (full data)", "branch (B=32)", "meanfield"}
+        assert all(c.kwargs["data_params"]["N"] > 32 for c in full if c.label == "branch (B=32)")
+    if name == "theta_collapse":
+        assert {c.kwargs["method_params"]["condition_on_theta"] for c in full} == {True, False}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "shipped experiments: accuracy"),
+        ("[[runs]\nmethod = 1", "not valid TOML"),
+        ("[experiment]\nname = 'x'", "at least one [[runs]]"),
+        (TINY + "\n[[runs]]\nmethod = 'nope'\n", "valid methods: meanfield"),
+        (TINY.replace('dataset = "hier-linear"', 'dataset = "nope"'), "valid datasets: hier-linear"),
+        (TINY.replace("N = 5,", "N = 5, zz = 1,"), "valid: N, n, d"),
+        (TINY.replace("N = 5,", "N = 0,"), "N (number of groups)"),
+        (TINY.replace("seeds = [0, 1]", "seeds = [0, 1]\nsteps_ = 3"), "unknown key(s) steps_"),
+        (
+            TINY + "\n[[runs]]\nmethod = 'amortized'\ndata_params = {N = 5}\nmethod_params = {head = 'x'}\n",
+            "head",
+        ),
+        (
+            TINY + "\n[[runs]]\nmethod = 'branch'\ndata_params = {N = 5}\nmethod_params = {steps = 3}\n",
+            "steps",
+        ),
+        (
+            TINY + "\n[[runs]]\nmethod = 'branch'\ndata_params = {N = 5}\nmethod_params = {lr = 'x'}\n",
+            "float",
+        ),
+        (TINY.replace("steps = 20", "steps = 0"), "steps must be an integer >= 1"),
+    ],
+)
+def test_bad_experiment_exits_2_and_runs_nothing(text, message, tmp_path, capsys):
+    target = "nope" if text is None else str(write(tmp_path, text))
+    out = tmp_path / "out" / "records.jsonl"
+    assert main(["sweep", target, "--out", str(out), "--jobs", "0"]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.filterwarnings("ignore:.*not complete JSON")
+def test_resume_skips_recorded_cells_and_failed_cells_are_recorded(tmp_path, capsys):
+    path = write(tmp_path, TINY + FAILING)
+    out = tmp_path / "records.jsonl"
+    # a failing cell is recorded as an error and the rest still run; exit 1 names it
+    argv = [
+        "sweep",
+        str(path),
+        "--out",
+        str(out),
+        "--jobs",
+        "0",
+        "--references",
+        "none",
+        "--compilation-cache",
+    ]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "sweep tiny: 4 cells; 4 run now (1 error, 3 ok), 0 skipped" in captured.out
+    assert "--retry-failed" in captured.err
+    records = read_records([out])
+    cells = by_cell(records)
+    assert len(records) == len(cells) == 4
+    assert {r["experiment"] for r in records} == {"tiny"}
+    failed = [r for r in records if r["status"] == "error"]
+    assert len(failed) == 1 and "does not exist" in failed[0]["error"]
+    assert failed[0]["label"] == "missing data folder" and failed[0]["cell"]["dataset"] == "movielens-small"
+    assert all(r["status"] == "ok" and r["kl"] is not None for r in records if r is not failed[0])
+    # a rerun skips every recorded cell (failed ones too) and duplicates nothing
+    again = run_sweep(path, out, jobs=0, references=NO_REFS, compilation_cache=True)
+    assert again.skipped == 4 and not again.ran and again.failed == [failed[0]["cell_id"]]
+    assert len(read_records([out])) == 4
+    # --dry-run lists the cells and their state, runs nothing
+    assert main(["sweep", str(path), "--out", str(out), "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("done  ") == 4
+    # --retry-failed reruns only the cell whose records are all errors (after a torn last line, which
+    # a crash mid-append would leave, the new record still starts a line of its own)
+    with open(out, "a") as fh:
+        fh.write('{"torn": ')
+    retried = run_sweep(path, out, jobs=0, retry_failed=True, references=NO_REFS, compilation_cache=True)
+    assert retried.ran == {"error": 1} and retried.skipped == 3
+    after = by_cell(read_records([out]))
+    assert len(after[failed[0]["cell_id"]]) == 2 and all(
+        len(v) == 1 for k, v in after.items() if k != failed[0]["cell_id"]
+    )
+
+
+def test_killed_sweep_resumes_with_every_cell_once(tmp_path):
+    path = write(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    out = tmp_path / "records.jsonl"
+    cmd = [sys.executable, "-m", "hierbench.cli", "sweep", str(path), "--out", str(out), "--jobs", "0"]
+    cmd += ["--references", "none", "--no-progress", "--compilation-cache"]
+    env = os.environ | {"JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and out.read_text().count("\n") >= 1):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no record within 120 s"
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no cleanup of any kind
+    proc.wait()
+    proc.stderr.close()
+    partial = read_records([out])
+    assert 1 <= len(partial) < 4, "the sweep finished before it could be killed"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(partial)} skipped" in done.stdout
+    records = read_records([out])
+    cells = by_cell(records)
+    assert len(records) == len(cells) == 4
+    assert set(cells) == {c.cell_id for c in expand(load_experiment(path))}
+    assert all(r["status"] == "ok" for r in records)
+
+
+def test_jobs_2_gives_the_same_cells(tmp_path):
+    """--jobs 2 over spawned workers: the same cells, the same results as in this process, and a cell
+    whose runner raises outside run_one is recorded as an error while the others run."""
+    path = write(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = [0, 8]"))
+    out = tmp_path / "records.jsonl"
+    result = run_sweep(path, out, jobs=2, references=NO_REFS, compilation_cache=True, runner=flaky_runner)
+    assert result.ran == {"ok": 2, "error": 1} and len(result.failed) == 1
+    records = read_records([out])
+    cells = by_cell(records)
+    assert len(records) == len(cells) == 3
+    assert set(cells) == {c.cell_id for c in expand(load_experiment(path))}
+    error = next(r for r in records if r["status"] == "error")
+    assert error["seed"] == 8 and "RuntimeError: escaped the harness" in error["error"]
+    ok = next(r for r in records if r["status"] == "ok" and r["method"] == "meanfield")
+    here = run_cell(ok["cell"], {"compilation_cache": True})
+    assert here["elbo"] == pytest.approx(ok["elbo"], rel=1e-9) and here["steps"] == ok["steps"]
+
+
+def test_crashed_worker_is_recorded_and_the_sweep_goes_on(tmp_path):
+    path = write(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = [7, 0]"))
+    out = tmp_path / "records.jsonl"
+    result = run_sweep(path, out, jobs=1, references=NO_REFS, compilation_cache=True, runner=flaky_runner)
+    assert result.ran == {"ok": 2, "error": 1}
+    records = read_records([out])
+    assert len(records) == len(by_cell(records)) == 3
+    crashed = next(r for r in records if r["status"] == "error")
+    assert crashed["seed"] == 7 and crashed["error"].startswith("WorkerCrashed")
+
+
+@pytest.mark.slow
+def test_worker_crash_with_several_cells_in_flight_finds_the_culprit(tmp_path):
+    """With 2 workers busy when one dies, both cells are suspects: each reruns alone, so only the
+    culprit is recorded as crashed."""
+    path = write(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = [7, 0, 8, 1]"))
+    out = tmp_path / "records.jsonl"
+    result = run_sweep(path, out, jobs=2, references=NO_REFS, compilation_cache=True, runner=flaky_runner)
+    assert result.ran == {"ok": 3, "error": 2} and len(result.failed) == 2
+    records = read_records([out])
+    assert len(records) == len(by_cell(records)) == 5
+    errors = {r["seed"]: r["error"] for r in records if r["status"] == "error"}
+    assert errors[7].startswith("WorkerCrashed") and "escaped the harness" in errors[8]
+
+
+@pytest.mark.slow
+def test_dask_cluster_runs_the_cells(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    path = write(tmp_path, TINY + FAILING)
+    out = tmp_path / "records.jsonl"
+    with distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+    ) as cluster:
+        address = cluster.scheduler_address
+        result = run_sweep(
+            path, out, executor="dask", scheduler=address, references=NO_REFS, compilation_cache=True
+        )
+    assert result.ran == {"ok": 3, "error": 1}
+    records = read_records([out])
+    assert len(records) == len(by_cell(records)) == 4
+    assert {r["experiment"] for r in records} == {"tiny"}
+    again = run_sweep(
+        path, out, executor="dask", scheduler="tcp://127.0.0.1:1", references=NO_REFS, compilation_cache=True
+    )
+    assert again.skipped == 4 and not again.ran  # nothing to run: no connection is made
+
+
+def test_dask_needs_a_scheduler(tmp_path, capsys):
+    path = write(tmp_path, TINY)
+    assert main(["sweep", str(path), "--executor", "dask", "--out", str(tmp_path / "r.jsonl")]) == 2
+    assert "--scheduler" in capsys.readouterr().err

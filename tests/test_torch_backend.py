@@ -1,0 +1,362 @@
+"""The PyTorch backend against JAX: the same draws give the same numbers, the same init the same fit.
+
+The line-by-line check runs one real step of each backend — JAX's ``make_vi`` step (jitted: eager
+JAX compiles every primitive), returning what ``jax.random.normal`` and ``jax.random.choice`` drew,
+and the torch twin's step fed those same draws — and compares the loss (the minibatch ELBO
+estimate), the gradients (JAX's from Adam's first moment, m₁ = (1 − b1)·g), the updated parameters,
+and q's draws and log density, in float64.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+from hierbench.cli import main
+from hierbench.datasets.base import row_layout
+from hierbench.harness import run_one
+from hierbench.methods import METHODS
+from hierbench.methods.base import TrainConfig, with_rows
+from hierbench.methods.torch_backend import (
+    ADAM_B1,
+    ADAM_B2,
+    ADAM_EPS,
+    TorchRuntime,
+    adam,
+    cosine_factor,
+    to_numpy,
+    tree_map,
+)
+from hierbench.methods.torch_families import TORCH_FAMILIES, Noise, make_torch_vi
+from hierbench.records import read_records
+from hierbench.registry import build_model
+from hierbench.torch_harness import run_torch
+
+SMALL = {"N": 6, "n": 5, "d": 3, "seed": 0}
+RAGGED = {"N": 12, "n": 4, "d": 2, "ragged": True, "seed": 3}  # padding > 1.25× the data: size buckets
+NET = {"width": 8, "batch_groups": 4}
+
+# (method, method params): every family, both amortized heads, with and without conditioning on θ,
+# STL on and off, full data and minibatches.
+CASES = {
+    "meanfield": ("meanfield", {}),
+    "dense": ("dense", {}),
+    "dense-no-stl": ("dense", {"stl": False}),
+    "lowrank": ("lowrank", {"rank": 2}),
+    "branch": ("branch", {}),
+    "branch-minibatch": ("branch", {"batch_groups": 4}),
+    "amortized-moments": ("amortized", NET | {"head": "moments"}),
+    "amortized-potential": ("amortized", NET | {"head": "potential", "potential_rank": 2}),
+    "amortized-moments-unconditioned": ("amortized", NET | {"head": "moments", "condition_on_theta": False}),
+    "amortized-potential-unconditioned": (
+        "amortized",
+        NET | {"head": "potential", "condition_on_theta": False},
+    ),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """These problems are tiny: one intra-op thread is fastest, and spinning OpenMP workers on a busy
+    2-core machine slow torch down several-fold (measured: 7x at load 9)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# One case per family runs by default; the other variants (and data sets) are slow tests.
+FAST_CASES = ["meanfield", "dense", "lowrank", "branch-minibatch", "amortized-moments", "amortized-potential"]
+
+
+def cases(names: list[str], fast: list[str]) -> list:
+    return [n if n in fast else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
+def close(torch_value, jax_value, rtol: float = 1e-6) -> None:
+    """Elementwise within ``rtol`` of the larger magnitude of the array (gradients can cross zero)."""
+    a, b = np.asarray(torch_value), np.asarray(jax_value)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(1e-300, float(np.max(np.abs(b)))))
+
+
+def trees_close(torch_tree, jax_tree, rtol: float = 1e-6) -> None:
+    jax.tree.map(lambda a, b: close(a, b, rtol), to_numpy(torch_tree), jax.tree.map(np.asarray, jax_tree))
+
+
+class Recorder:
+    """Records what ``jax.random.normal`` and ``jax.random.choice`` return, in call order.
+
+    :meth:`run` jits a function and returns its output with the recorded draws as extra outputs (the
+    draws never depend on the differentiated parameters, so they are plain values of the jit trace).
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.normals: list = []
+        self.choices: list = []
+        real_normal, real_choice = jax.random.normal, jax.random.choice
+
+        def normal(*args, **kwargs):
+            out = real_normal(*args, **kwargs)
+            self.normals.append(out)
+            return out
+
+        def choice(*args, **kwargs):
+            out = real_choice(*args, **kwargs)
+            self.choices.append(out)
+            return out
+
+        monkeypatch.setattr(jax.random, "normal", normal)
+        monkeypatch.setattr(jax.random, "choice", choice)
+
+    def run(self, fn, *args):
+        def recorded(*args):
+            self.normals, self.choices = [], []
+            return fn(*args), self.normals, self.choices
+
+        out, normals, choices = jax.jit(recorded)(*args)
+        self.normals, self.choices = [np.asarray(a) for a in normals], [np.asarray(a) for a in choices]
+        return out
+
+
+def one_step_both(monkeypatch, dataset: str, data_params: dict, method: str, method_params: dict):
+    """A JAX step and a torch step from the same parameters on the same draws."""
+    model = build_model(dataset, data_params)
+    algo = METHODS[method](model, steps=100, **method_params)
+    dtype = jnp.float64
+    data = {k: jnp.asarray(v, dtype) for k, v in model.data.items()}
+    if algo.config.get("row_layout"):
+        data = with_rows(model, data, dtype)
+    state0 = algo.init(jax.random.key(1))
+
+    vi = make_torch_vi(method, model, algo.config, TorchRuntime("float64"))
+    tstate = vi.init(state0.params)
+
+    rec = Recorder(monkeypatch)
+    state1, info = rec.run(algo.step, jax.random.key(2), state0, data)
+    shapes = vi.family.noise_shapes
+    per_stratum = len(shapes(1, 1))
+    eps = [torch.tensor(a) for a in rec.normals]
+    eps = [eps[i : i + per_stratum] for i in range(0, len(eps), per_stratum)]
+    if vi.stratified:
+        idx = [torch.tensor(c).long() for c in rec.choices]
+        assert [len(i) for i in idx] == vi.alloc
+    else:
+        idx = [torch.tensor(rec.choices[0]).long() if vi.subsample else None]
+        assert len(rec.choices) == int(vi.subsample)
+    # the twin declares the draws JAX makes, in JAX's order
+    batches = vi.alloc if vi.stratified else [vi.batch_groups]
+    assert [[e.shape for e in s] for s in eps] == [
+        [torch.Size(x) for x in shapes(algo.config["num_samples"], b)] for b in batches
+    ]
+    loss = vi.step(tstate, Noise(idx, eps))
+    return model, algo, data, state0, state1, info, vi, tstate, loss
+
+
+def adam_mu(opt_state):
+    return next(s.mu for s in opt_state if hasattr(s, "mu"))
+
+
+@pytest.mark.parametrize("case", cases(list(CASES), FAST_CASES))
+def test_same_draws_same_elbo_and_gradients(case, monkeypatch):
+    method, params = CASES[case]
+    _, algo, _, _, state1, info, vi, tstate, loss = one_step_both(
+        monkeypatch, "hier-linear", SMALL, method, params
+    )
+    close(loss, info.neg_elbo)
+    grads_jax = jax.tree.map(lambda m: m / (1.0 - ADAM_B1), adam_mu(state1.opt_state))
+    trees_close(tree_map(lambda p: p.grad, tstate.params), grads_jax)
+    trees_close(tstate.params, state1.params)  # the same Adam update
+
+
+@pytest.mark.parametrize(
+    "case", cases(["meanfield", "lowrank", "branch", "amortized-moments", "amortized-potential"], ["branch"])
+)
+def test_same_draws_same_q(case, monkeypatch):
+    """θ, z and log q(θ, z) of the full-data sampler (what scoring uses) on the same normals."""
+    method, params = CASES[case]
+    model = build_model("hier-linear", SMALL)
+    algo = METHODS[method](model, steps=100, **params)
+    params0 = algo.init(jax.random.key(5)).params
+    data = {k: jnp.asarray(v) for k, v in model.data.items()}
+    rec = Recorder(monkeypatch)
+    draws = rec.run(
+        lambda key, params, data: algo.sample(key, params, data, 7), jax.random.key(6), params0, data
+    )
+    vi = make_torch_vi(method, model, algo.config, TorchRuntime("float64"))
+    tparams = vi.init(params0).params
+    eps = [torch.tensor(a) for a in rec.normals]
+    theta, z = vi.family.draw(tparams, eps, None, vi.data)
+    lq_global, lq_local = vi.family.log_q(tparams, theta, z, None, vi.data)
+    close(theta.detach(), draws.theta, 1e-10)
+    close(z.detach(), draws.z, 1e-10)
+    close((lq_global + lq_local).detach(), draws.log_q, 1e-10)
+
+
+@pytest.mark.parametrize(
+    "dataset, data_params, case",
+    [
+        ("hier-linear", RAGGED, "branch"),  # full data on the size buckets (log_joint_rows on torch)
+        ("hier-linear", RAGGED, "branch-minibatch"),  # minibatches stratified by group size
+        pytest.param("hier-linear", RAGGED, "amortized-potential", marks=pytest.mark.slow),
+        pytest.param("hier-logistic", SMALL, "meanfield", marks=pytest.mark.slow),
+        ("hier-logistic", SMALL, "amortized-moments"),  # a non-Gaussian likelihood
+        pytest.param("eight-schools", {}, "branch", marks=pytest.mark.slow),
+        ("eight-schools", {}, "amortized-moments"),  # one row per group, no mask
+    ],
+)
+def test_same_draws_same_gradients_other_data(dataset, data_params, case, monkeypatch):
+    method, params = CASES[case]
+    model, _, _, _, state1, info, vi, tstate, loss = one_step_both(
+        monkeypatch, dataset, data_params, method, params
+    )
+    if data_params is RAGGED:
+        assert row_layout(model) is not None and vi.use_rows
+    close(loss, info.neg_elbo)
+    grads_jax = jax.tree.map(lambda m: m / (1.0 - ADAM_B1), adam_mu(state1.opt_state))
+    trees_close(tree_map(lambda p: p.grad, tstate.params), grads_jax)
+
+
+def test_every_family_has_a_twin():
+    """The make_vi families have twins; other methods (samplers, other libraries' VI) are refused."""
+    assert set(TORCH_FAMILIES) == {"meanfield", "dense", "lowrank", "branch", "amortized"} <= set(METHODS)
+    rec = run_one("nuts", "eight-schools", backend="torch", references=None)
+    assert rec["status"] == "error" and "VI methods only" in rec["error"]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_adam_and_schedule_match_optax(schedule):
+    defaults = inspect.signature(optax.adam).parameters
+    assert defaults["b1"].default == ADAM_B1 and defaults["b2"].default == ADAM_B2
+    assert defaults["eps"].default == ADAM_EPS and defaults["eps_root"].default == 0.0
+    assert not defaults["nesterov"].default
+    train = TrainConfig(steps=40, lr=0.05, schedule=schedule)
+    rng = np.random.default_rng(0)
+    x0 = rng.normal(size=6)
+    # gradients from ~eps to 10 in scale; 60 updates run past the schedule's end (it clamps at `steps`)
+    grads = rng.normal(size=(60, 6)) * np.logspace(-8, 1, 6)
+    opt = train.optimizer()
+    params = jnp.asarray(x0)
+    opt_state = opt.init(params)
+    p = torch.tensor(x0, requires_grad=True)
+    t_opt, t_sched = adam([p], train.lr, train.steps, train.schedule)
+    for g in grads:
+        updates, opt_state = opt.update(jnp.asarray(g), opt_state, params)
+        params = optax.apply_updates(params, updates)
+        p.grad = torch.from_numpy(g)
+        t_opt.step()
+        t_sched.step()
+    np.testing.assert_allclose(p.detach().numpy(), np.asarray(params), rtol=1e-12, atol=1e-15)
+    if schedule == "cosine":
+        sched = optax.cosine_decay_schedule(train.lr, train.steps, alpha=1e-3)
+        for count in (0, 1, 17, 39, 40, 55):
+            assert train.lr * cosine_factor(count, train.steps) == pytest.approx(
+                float(sched(count)), rel=1e-12
+            )
+
+
+def _agree(rec_jax: dict, rec_torch: dict) -> None:
+    assert rec_jax["status"] == rec_torch["status"] == "ok", (rec_jax.get("error"), rec_torch.get("error"))
+    se = math.hypot(rec_jax["elbo_se"], rec_torch["elbo_se"])
+    gap = abs(rec_jax["elbo"] - rec_torch["elbo"])
+    print(
+        f"ELBO jax {rec_jax['elbo']:.4f} ± {rec_jax['elbo_se']:.4f}, torch {rec_torch['elbo']:.4f} ± "
+        f"{rec_torch['elbo_se']:.4f}; gap {gap:.3g} = {gap / se:.2f} SE; KL jax {rec_jax['kl']:.4g}"
+    )
+    assert gap <= 3 * se, (
+        f"ELBO jax {rec_jax['elbo']:.4f} vs torch {rec_torch['elbo']:.4f}: {gap:.3g} > 3·{se:.3g}"
+    )
+
+
+def _check_torch_record(rec_jax: dict, rec: dict) -> None:
+    assert set(rec_jax) <= set(rec)  # the same record shape, plus torch fields
+    assert rec["backend"] == "torch" and rec_jax["backend"] == "jax"
+    assert rec["torch_version"] == torch.__version__ and rec["torch_threads"] == torch.get_num_threads()
+    assert rec["compile_s"] >= 0 and rec["wall_s"] > 0 and rec["steps"] == rec_jax["steps"]
+    assert [p["step"] for p in rec["trace"]] == [p["step"] for p in rec_jax["trace"]]
+    # same init, same scoring keys: the step-0 scores are identical
+    assert rec["trace"][0]["elbo"] == pytest.approx(rec_jax["trace"][0]["elbo"], rel=1e-9)
+
+
+FAST_TRAIN = {"N": 8, "n": 10, "d": 2, "seed": 0}
+TRAIN_CASES = {  # (method, params, steps at FAST_TRAIN)
+    "meanfield": ("meanfield", {}, 1000),
+    "dense": ("dense", {}, 1000),
+    "lowrank": ("lowrank", {"rank": 2}, 1000),
+    "branch": ("branch", {}, 600),
+    "amortized-moments": ("amortized", {"head": "moments", "width": 16, "batch_groups": 4}, 1000),
+    "amortized-potential": ("amortized", {"head": "potential", "width": 16, "batch_groups": 4}, 1000),
+}
+
+
+@pytest.mark.parametrize("case", cases(list(TRAIN_CASES), ["branch"]))
+def test_trained_backends_agree_small(case):
+    """From the same init, JAX and torch (eager) reach the same final ELBO within 3 standard errors."""
+    method, params, steps = TRAIN_CASES[case]
+    kwargs = {"seed": 0, "steps": steps, "eval_draws": 1000, "checkpoints": 1, "references": None}
+    rec_jax = run_one(method, "hier-linear", FAST_TRAIN, params, **kwargs)
+    rec_torch = run_torch(method, "hier-linear", FAST_TRAIN, params, **kwargs)
+    _check_torch_record(rec_jax, rec_torch)
+    _agree(rec_jax, rec_torch)
+
+
+# steps at N=100, d=10, n=20 (the budgets of `make bench`; dense's D=1010 runs ~30 steps/s)
+N100_STEPS = {
+    "meanfield": 3000,
+    "dense": 1500,
+    "lowrank": 3000,
+    "branch": 4000,
+    "amortized-moments": 4000,
+    "amortized-potential": 4000,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_trained_backends_agree_n100(case):
+    """hier-linear N=100 (d=10, n=20): every family, the same final ELBO within 3 standard errors."""
+    method, params, _ = TRAIN_CASES[case]
+    params = params | ({"width": 64, "batch_groups": 32} if method == "amortized" else {})
+    params = params | ({"rank": 5} if method == "lowrank" else {})
+    kwargs = {"seed": 0, "steps": N100_STEPS[case], "eval_draws": 1000, "checkpoints": 4, "references": None}
+    data = {"N": 100, "n": 20, "d": 10, "seed": 0}
+    rec_jax = run_one(method, "hier-linear", data, params, **kwargs)
+    rec_torch = run_torch(method, "hier-linear", data, params, **kwargs)
+    _check_torch_record(rec_jax, rec_torch)
+    _agree(rec_jax, rec_torch)
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_eager():
+    """torch.compile changes the speed, not the numbers (the same draws give the same step)."""
+    model = build_model("hier-linear", SMALL)
+    algo = METHODS["branch"](model, steps=50)
+    params0 = algo.init(jax.random.key(0)).params
+    losses = []
+    for compile_ in (False, True):
+        vi = make_torch_vi("branch", model, algo.config, TorchRuntime("float64", compile=compile_))
+        state, gen = vi.init(params0), torch.Generator().manual_seed(0)
+        losses.append(torch.stack([vi.step(state, vi.draw_noise(gen)) for _ in range(5)]).numpy())
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-9)
+
+
+def test_cli_runs_the_torch_backend(tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    data = ["--data-param", "N=4", "--data-param", "n=5", "--data-param", "d=2"]
+    argv = ["run", "--method", "meanfield", "--dataset", "hier-linear", *data, "--steps", "20"]
+    argv += ["--eval-draws", "50", "--checkpoints", "1", "--references", "none", "--out", str(out)]
+    threads = torch.get_num_threads()
+    assert main([*argv, "--backend", "torch", "--threads", "1"]) == 0
+    assert torch.get_num_threads() == threads  # process-wide: the harness gives them back
+    (rec,) = read_records([out])
+    assert rec["backend"] == "torch" and rec["torch_threads"] == 1 and not rec["torch_compile"]
+    assert "[torch]" in capsys.readouterr().out
+    assert main([*argv, "--torch-compile"]) == 2  # a torch option without --backend torch
+    assert "need --backend torch" in capsys.readouterr().err
