@@ -465,4 +465,3 @@ def make_torch_vi(method: str, model: HierModel, config: dict[str, Any], runtime
     if method not in TORCH_FAMILIES:
         raise ParamError(f"backend torch runs the VI methods {', '.join(TORCH_FAMILIES)}; not {method!r}")
     return TorchVI(model, TORCH_FAMILIES[method](model, config, runtime), config, runtime)
-

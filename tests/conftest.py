@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import pytest
 
+import hierbench  # noqa: F401  (sets XLA_FLAGS before JAX's CPU backend starts)
+
 jax.config.update("jax_enable_x64", True)
 
 

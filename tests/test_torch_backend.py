@@ -37,6 +37,7 @@ from hierbench.methods.torch_backend import (
 from hierbench.methods.torch_families import TORCH_FAMILIES, Noise, make_torch_vi
 from hierbench.records import read_records
 from hierbench.registry import build_model
+from hierbench.scoring import Scorer
 from hierbench.torch_harness import run_torch
 
 SMALL = {"N": 6, "n": 5, "d": 3, "seed": 0}
@@ -59,6 +60,30 @@ CASES = {
         "amortized",
         NET | {"head": "potential", "condition_on_theta": False},
     ),
+}
+
+
+FAST_TRAIN = {"N": 8, "n": 10, "d": 2, "seed": 0}
+TRAIN_CASES = {  # (method, params, steps at FAST_TRAIN)
+    "meanfield": ("meanfield", {}, 1000),
+    "dense": ("dense", {}, 1000),
+    "lowrank": ("lowrank", {"rank": 2}, 1000),
+    "branch": ("branch", {}, 600),
+    "amortized-moments": ("amortized", {"head": "moments", "width": 16, "batch_groups": 4}, 1000),
+    "amortized-potential": ("amortized", {"head": "potential", "width": 16, "batch_groups": 4}, 1000),
+}
+
+
+N100 = {"N": 100, "n": 20, "d": 10, "seed": 0}
+N100_PARAMS = {"amortized": {"width": 64, "batch_groups": 32}, "lowrank": {"rank": 5}}  # the defaults
+# steps at N100 (the budgets of `make bench`; dense's D=1010 runs ~30 steps/s)
+N100_STEPS = {
+    "meanfield": 3000,
+    "dense": 1500,
+    "lowrank": 3000,
+    "branch": 4000,
+    "amortized-moments": 4000,
+    "amortized-potential": 4000,
 }
 
 
@@ -94,8 +119,9 @@ def trees_close(torch_tree, jax_tree, rtol: float = 1e-6) -> None:
 class Recorder:
     """Records what ``jax.random.normal`` and ``jax.random.choice`` return, in call order.
 
-    :meth:`run` jits a function and returns its output with the recorded draws as extra outputs (the
-    draws never depend on the differentiated parameters, so they are plain values of the jit trace).
+    :meth:`jit` jits a function to return its output and the recorded draws (the draws never depend on
+    the differentiated parameters, so they are plain values of the jit trace); the compiled function
+    is reusable, step after step.
     """
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch):
@@ -116,47 +142,52 @@ class Recorder:
         monkeypatch.setattr(jax.random, "normal", normal)
         monkeypatch.setattr(jax.random, "choice", choice)
 
-    def run(self, fn, *args):
+    def jit(self, fn):
         def recorded(*args):
             self.normals, self.choices = [], []
             return fn(*args), self.normals, self.choices
 
-        out, normals, choices = jax.jit(recorded)(*args)
-        self.normals, self.choices = [np.asarray(a) for a in normals], [np.asarray(a) for a in choices]
-        return out
+        return jax.jit(recorded)
 
 
-def one_step_both(monkeypatch, dataset: str, data_params: dict, method: str, method_params: dict):
-    """A JAX step and a torch step from the same parameters on the same draws."""
+def noise_from(vi, normals: list, choices: list) -> Noise:
+    """The torch step's :class:`Noise` from what one JAX step drew (checking the twin declares the
+    same draws, in the same order, as the JAX family makes)."""
+    shapes = vi.family.noise_shapes
+    per_stratum = len(shapes(1, 1))
+    eps = [torch.tensor(np.asarray(a)) for a in normals]
+    eps = [eps[i : i + per_stratum] for i in range(0, len(eps), per_stratum)]
+    if vi.stratified:
+        idx = [torch.tensor(np.asarray(c)).long() for c in choices]
+        assert [len(i) for i in idx] == vi.alloc
+    else:
+        idx = [torch.tensor(np.asarray(choices[0])).long() if vi.subsample else None]
+        assert len(choices) == int(vi.subsample)
+    batches = vi.alloc if vi.stratified else [vi.batch_groups]
+    assert [[e.shape for e in s] for s in eps] == [
+        [torch.Size(x) for x in shapes(vi.num_samples, b)] for b in batches
+    ]
+    return Noise(idx, eps)
+
+
+def setup_both(dataset: str, data_params: dict, method: str, method_params: dict, steps: int = 100):
+    """The JAX method, its data, an initial state, and the torch twin started from that state."""
     model = build_model(dataset, data_params)
-    algo = METHODS[method](model, steps=100, **method_params)
+    algo = METHODS[method](model, steps=steps, **method_params)
     dtype = jnp.float64
     data = {k: jnp.asarray(v, dtype) for k, v in model.data.items()}
     if algo.config.get("row_layout"):
         data = with_rows(model, data, dtype)
     state0 = algo.init(jax.random.key(1))
-
     vi = make_torch_vi(method, model, algo.config, TorchRuntime("float64"))
-    tstate = vi.init(state0.params)
+    return model, algo, data, state0, vi, vi.init(state0.params)
 
-    rec = Recorder(monkeypatch)
-    state1, info = rec.run(algo.step, jax.random.key(2), state0, data)
-    shapes = vi.family.noise_shapes
-    per_stratum = len(shapes(1, 1))
-    eps = [torch.tensor(a) for a in rec.normals]
-    eps = [eps[i : i + per_stratum] for i in range(0, len(eps), per_stratum)]
-    if vi.stratified:
-        idx = [torch.tensor(c).long() for c in rec.choices]
-        assert [len(i) for i in idx] == vi.alloc
-    else:
-        idx = [torch.tensor(rec.choices[0]).long() if vi.subsample else None]
-        assert len(rec.choices) == int(vi.subsample)
-    # the twin declares the draws JAX makes, in JAX's order
-    batches = vi.alloc if vi.stratified else [vi.batch_groups]
-    assert [[e.shape for e in s] for s in eps] == [
-        [torch.Size(x) for x in shapes(algo.config["num_samples"], b)] for b in batches
-    ]
-    loss = vi.step(tstate, Noise(idx, eps))
+
+def one_step_both(monkeypatch, dataset: str, data_params: dict, method: str, method_params: dict):
+    """A JAX step and a torch step from the same parameters on the same draws."""
+    model, algo, data, state0, vi, tstate = setup_both(dataset, data_params, method, method_params)
+    (state1, info), normals, choices = Recorder(monkeypatch).jit(algo.step)(jax.random.key(2), state0, data)
+    loss = vi.step(tstate, noise_from(vi, normals, choices))
     return model, algo, data, state0, state1, info, vi, tstate, loss
 
 
@@ -182,19 +213,12 @@ def test_same_draws_same_elbo_and_gradients(case, monkeypatch):
 def test_same_draws_same_q(case, monkeypatch):
     """θ, z and log q(θ, z) of the full-data sampler (what scoring uses) on the same normals."""
     method, params = CASES[case]
-    model = build_model("hier-linear", SMALL)
-    algo = METHODS[method](model, steps=100, **params)
-    params0 = algo.init(jax.random.key(5)).params
-    data = {k: jnp.asarray(v) for k, v in model.data.items()}
-    rec = Recorder(monkeypatch)
-    draws = rec.run(
-        lambda key, params, data: algo.sample(key, params, data, 7), jax.random.key(6), params0, data
-    )
-    vi = make_torch_vi(method, model, algo.config, TorchRuntime("float64"))
-    tparams = vi.init(params0).params
-    eps = [torch.tensor(a) for a in rec.normals]
-    theta, z = vi.family.draw(tparams, eps, None, vi.data)
-    lq_global, lq_local = vi.family.log_q(tparams, theta, z, None, vi.data)
+    model, algo, data, state0, vi, tstate = setup_both("hier-linear", SMALL, method, params)
+    sample = Recorder(monkeypatch).jit(lambda key, params, data: algo.sample(key, params, data, 7))
+    draws, normals, _ = sample(jax.random.key(6), state0.params, data)
+    eps = [torch.tensor(np.asarray(a)) for a in normals]
+    theta, z = vi.family.draw(tstate.params, eps, None, vi.data)
+    lq_global, lq_local = vi.family.log_q(tstate.params, theta, z, None, vi.data)
     close(theta.detach(), draws.theta, 1e-10)
     close(z.detach(), draws.z, 1e-10)
     close((lq_global + lq_local).detach(), draws.log_q, 1e-10)
@@ -222,6 +246,38 @@ def test_same_draws_same_gradients_other_data(dataset, data_params, case, monkey
     close(loss, info.neg_elbo)
     grads_jax = jax.tree.map(lambda m: m / (1.0 - ADAM_B1), adam_mu(state1.opt_state))
     trees_close(tree_map(lambda p: p.grad, tstate.params), grads_jax)
+
+
+def lockstep(monkeypatch, data_params: dict, method: str, params: dict, steps: int) -> None:
+    """Train both backends from the same init on the same draws, step by step: the same losses, the
+    same final parameters and the same final ELBO (the JAX scorer, one key, on both fits)."""
+    model, algo, data, state, vi, tstate = setup_both("hier-linear", data_params, method, params, steps)
+    step = Recorder(monkeypatch).jit(algo.step)
+    losses_jax, losses_torch = [], []
+    for key in jax.random.split(jax.random.key(3), steps):
+        (state, info), normals, choices = step(key, state, data)
+        losses_jax.append(float(info.neg_elbo))
+        losses_torch.append(float(vi.step(tstate, noise_from(vi, normals, choices))))
+    close(losses_torch, losses_jax)
+    trees_close(tstate.params, state.params)
+    scorer = Scorer(model, algo, num_draws=1000)
+    score_jax = scorer(jax.random.key(4), state.params)
+    score_torch = scorer(jax.random.key(4), to_numpy(tstate.params))
+    assert score_torch["elbo"] == pytest.approx(score_jax["elbo"], rel=1e-8)
+
+
+@pytest.mark.parametrize("case", cases(list(TRAIN_CASES), ["branch", "amortized-potential"]))
+def test_lockstep_training_small(case, monkeypatch):
+    method, params, _ = TRAIN_CASES[case]
+    lockstep(monkeypatch, FAST_TRAIN, method, params, 100)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_lockstep_training_n100(case, monkeypatch):
+    """hier-linear N=100 (d=10, n=20), every family, 300 steps on the same draws."""
+    method, params, _ = TRAIN_CASES[case]
+    lockstep(monkeypatch, N100, method, params | N100_PARAMS.get(method, {}), 300)
 
 
 def test_every_family_has_a_twin():
@@ -285,17 +341,6 @@ def _check_torch_record(rec_jax: dict, rec: dict) -> None:
     assert rec["trace"][0]["elbo"] == pytest.approx(rec_jax["trace"][0]["elbo"], rel=1e-9)
 
 
-FAST_TRAIN = {"N": 8, "n": 10, "d": 2, "seed": 0}
-TRAIN_CASES = {  # (method, params, steps at FAST_TRAIN)
-    "meanfield": ("meanfield", {}, 1000),
-    "dense": ("dense", {}, 1000),
-    "lowrank": ("lowrank", {"rank": 2}, 1000),
-    "branch": ("branch", {}, 600),
-    "amortized-moments": ("amortized", {"head": "moments", "width": 16, "batch_groups": 4}, 1000),
-    "amortized-potential": ("amortized", {"head": "potential", "width": 16, "batch_groups": 4}, 1000),
-}
-
-
 @pytest.mark.parametrize("case", cases(list(TRAIN_CASES), ["branch"]))
 def test_trained_backends_agree_small(case):
     """From the same init, JAX and torch (eager) reach the same final ELBO within 3 standard errors."""
@@ -307,28 +352,15 @@ def test_trained_backends_agree_small(case):
     _agree(rec_jax, rec_torch)
 
 
-# steps at N=100, d=10, n=20 (the budgets of `make bench`; dense's D=1010 runs ~30 steps/s)
-N100_STEPS = {
-    "meanfield": 3000,
-    "dense": 1500,
-    "lowrank": 3000,
-    "branch": 4000,
-    "amortized-moments": 4000,
-    "amortized-potential": 4000,
-}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(TRAIN_CASES))
 def test_trained_backends_agree_n100(case):
     """hier-linear N=100 (d=10, n=20): every family, the same final ELBO within 3 standard errors."""
     method, params, _ = TRAIN_CASES[case]
-    params = params | ({"width": 64, "batch_groups": 32} if method == "amortized" else {})
-    params = params | ({"rank": 5} if method == "lowrank" else {})
+    params = params | N100_PARAMS.get(method, {})
     kwargs = {"seed": 0, "steps": N100_STEPS[case], "eval_draws": 1000, "checkpoints": 4, "references": None}
-    data = {"N": 100, "n": 20, "d": 10, "seed": 0}
-    rec_jax = run_one(method, "hier-linear", data, params, **kwargs)
-    rec_torch = run_torch(method, "hier-linear", data, params, **kwargs)
+    rec_jax = run_one(method, "hier-linear", N100, params, **kwargs)
+    rec_torch = run_torch(method, "hier-linear", N100, params, **kwargs)
     _check_torch_record(rec_jax, rec_torch)
     _agree(rec_jax, rec_torch)
 
