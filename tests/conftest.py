@@ -5,8 +5,6 @@ from __future__ import annotations
 import jax
 import pytest
 
-import hierbench  # noqa: F401  (sets XLA_FLAGS before JAX's CPU backend starts)
-
 jax.config.update("jax_enable_x64", True)
 
 
@@ -26,4 +24,5 @@ SMALL_DATA_PARAMS: dict[str, dict] = {
     "radon": {},
     "movielens-small": {"num_users": 6},
     "chem97": {"num_schools": 6},
+    "movielens-synth": {"num_users": 6},
 }
