@@ -26,6 +26,7 @@ conditioning on θ is worth once q(θ) concentrates.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,7 @@ import numpy as np
 
 from hierbench.datasets.base import HierModel, ParamError, check_positive_int
 from hierbench.methods import _gaussian as g
-from hierbench.methods.base import Family, Method, check_choice, make_vi, train_config
+from hierbench.methods.base import Family, Method, TrainConfig, check_choice, make_vi, train_config
 
 
 def group_rows(data: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
@@ -86,6 +87,62 @@ def make(
     **train,
 ) -> Method:
     """Dense q(θ) + a permutation-invariant net per group (head moments|potential); minibatches of groups."""
+    family, cfg, config = build(
+        model,
+        head=head,
+        width=width,
+        potential_rank=potential_rank,
+        init_sd=init_sd,
+        condition_on_theta=condition_on_theta,
+        **train,
+    )
+    return make_vi(model, family, cfg, batch_groups=batch_groups, **config)
+
+
+def row_feature_stats(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (+1e-8) of the net's row features over all observed rows.
+
+    The rows are :func:`group_rows` of ``data`` (every field but the mask), weighted by the mask.
+    Returns ``(center, spread)``, each ``(F,)``: the constants :func:`build` standardizes rows with.
+    """
+    rows_np, mask_np = (np.asarray(a) for a in group_rows({k: jnp.asarray(v) for k, v in data.items()}))
+    w = mask_np[..., None]
+    center = (rows_np * w).sum((0, 1)) / w.sum()
+    spread = np.sqrt(((rows_np - center) ** 2 * w).sum((0, 1)) / w.sum()) + 1e-8
+    return center, spread
+
+
+def build(
+    model: HierModel,
+    feature_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    head: str = "moments",
+    width: int = 64,
+    potential_rank: int = 1,
+    init_sd: float = 0.1,
+    condition_on_theta: bool = True,
+    **train: Any,
+) -> tuple[Family, TrainConfig, dict[str, Any]]:
+    """:func:`make`'s family, training configuration and recorded settings, without the VI loop.
+
+    Parameters
+    ----------
+    model : HierModel
+        Gives the dimensions and, unless ``feature_stats`` is given, the rows whose statistics
+        standardize the net's input.
+    feature_stats : (center, spread), optional
+        Row-feature mean and sd ``(F,)`` (as :func:`row_feature_stats` computes them).  The scale
+        runner (:mod:`hierbench.scale`) passes those of a rating store that is never padded, with a
+        small schema ``model``.
+    head, width, potential_rank, init_sd, condition_on_theta, **train
+        As for :func:`make`.
+
+    Returns
+    -------
+    (Family, TrainConfig, dict)
+        The family, the shared training hyperparameters and the amortized settings that
+        :func:`make` passes to :func:`~hierbench.methods.base.make_vi` to be recorded.
+    """
     cfg = train_config(train)
     check_choice("head", head, ("moments", "potential"))
     if not isinstance(condition_on_theta, bool):
@@ -96,14 +153,10 @@ def make(
     num_gain = dl * dg if condition_on_theta else 0  # A_i's entries in the moments head's output
 
     # Standardize row features with full-data statistics (constants, not parameters).
-    rows_np, mask_np = (
-        np.asarray(a) for a in group_rows({k_: jnp.asarray(v) for k_, v in model.data.items()})
-    )
-    w = mask_np[..., None]
-    center = (rows_np * w).sum((0, 1)) / w.sum()
-    spread = np.sqrt(((rows_np - center) ** 2 * w).sum((0, 1)) / w.sum()) + 1e-8
-    num_feat = rows_np.shape[-1]
-    del rows_np, mask_np, w
+    if feature_stats is None:
+        feature_stats = row_feature_stats(model.data)
+    center, spread = (np.asarray(a, np.float64) for a in feature_stats)
+    num_feat = center.shape[-1]
 
     def features(data_b):
         rows, mask = group_rows(data_b)
@@ -169,24 +222,31 @@ def make(
         local, cond_draw, cond_log_q = potential, g.conditional_draw_prec, g.conditional_log_q_prec
 
     # Centred at q(θ)'s mean, as in `branch` (same family, better conditioned).
+    def draw_local(params, key, theta, idx, data_b):
+        return cond_draw(key, theta - params["g_mean"], *local(params, data_b))
+
     def draw(params, key, num_draws, idx, data_b):
         k_global, k_local = jax.random.split(key)
         theta = g.global_draw(params, k_global, num_draws)
-        return theta, cond_draw(k_local, theta - params["g_mean"], *local(params, data_b))
+        return theta, draw_local(params, k_local, theta, idx, data_b)
 
     def log_q(params, theta, z, idx, data_b):
         lq_local = cond_log_q(theta - params["g_mean"], z, *local(params, data_b))
         return g.global_log_q(params, theta), lq_local
 
-    family = Family(init_params, draw, log_q, factorizes_over_groups=True)
-    return make_vi(
-        model,
-        family,
-        cfg,
-        batch_groups=batch_groups,
-        head=head,
-        width=width,
-        potential_rank=potential_rank,
-        init_sd=init_sd,
-        condition_on_theta=condition_on_theta,
+    family = Family(
+        init_params,
+        draw,
+        log_q,
+        factorizes_over_groups=True,
+        draw_global=g.global_draw,
+        draw_local=draw_local,
     )
+    config = {
+        "head": head,
+        "width": width,
+        "potential_rank": potential_rank,
+        "init_sd": init_sd,
+        "condition_on_theta": condition_on_theta,
+    }
+    return family, cfg, config

@@ -69,12 +69,21 @@ class Draws(NamedTuple):
 
 
 class Method(NamedTuple):
-    """Pure functions of a method plus its resolved configuration (recorded verbatim)."""
+    """Pure functions of a method plus its resolved configuration (recorded verbatim).
+
+    A method whose q factorizes over groups as q(θ) ∏_i q(z_i | θ) may also give the two halves of
+    ``sample`` separately, so that scoring can draw z for a chunk of groups at a time (N = 10⁵ groups
+    of 100 rows do not fit at once): ``sample_global(key, params, num_draws) -> θ (S, G)`` and
+    ``sample_local(key, params, θ, idx, data_b) -> (z (S, B, L), log q(θ) (S,), Σ_{i∈B} log q(z_i|θ)
+    (S,))`` for the groups ``idx`` whose rows are ``data_b``.
+    """
 
     init: Callable[[jax.Array], VIState]
     step: Callable[[jax.Array, VIState, Data], tuple[VIState, StepInfo]]
     sample: Callable[[jax.Array, Params, Data, int], Draws]
     config: dict[str, Any]
+    sample_global: Callable[[jax.Array, Params, int], jax.Array] | None = None
+    sample_local: Callable[..., tuple[jax.Array, jax.Array, jax.Array]] | None = None
 
 
 def cache_dir() -> Path:
@@ -139,6 +148,9 @@ class Family(NamedTuple):
     ``gaussian``: q(θ, z) is jointly Gaussian (every built-in family, branch and amortized included:
     their conditionals are linear-Gaussian), so scoring can check its log density numerically
     (:func:`hierbench.scoring.summarize`); set False for other families.
+    ``draw_global(params, key, S) -> θ`` and ``draw_local(params, key, θ, idx, data_b) -> z``
+    (optional, group-factorized families): the two halves of ``draw``, which lets scoring draw z a
+    chunk of groups at a time (:attr:`Method.sample_local`).
     """
 
     init_params: Callable[[jax.Array], Params]
@@ -146,6 +158,8 @@ class Family(NamedTuple):
     log_q: Callable[..., tuple[jax.Array, jax.Array]]
     factorizes_over_groups: bool
     gaussian: bool = True
+    draw_global: Callable[..., jax.Array] | None = None
+    draw_local: Callable[..., jax.Array] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,10 +351,22 @@ def make_vi(
         lq_global, lq_local = family.log_q(params, theta, z, None, data)
         return Draws(theta, z, lq_global + lq_local)
 
+    split = family.factorizes_over_groups and family.draw_global is not None and family.draw_local is not None
+    sample_global = sample_local = None
+    if split:
+
+        def sample_global(key: jax.Array, params: Params, num_draws: int) -> jax.Array:
+            return family.draw_global(params, key, num_draws)
+
+        def sample_local(key: jax.Array, params: Params, theta: jax.Array, idx: jax.Array, data_b: Data):
+            z = family.draw_local(params, key, theta, idx, data_b)
+            lq_global, lq_local = family.log_q(params, theta, z, idx, data_b)
+            return z, lq_global, lq_local
+
     resolved = dataclasses.asdict(train) | {
         "batch_groups": batch_groups,
         "row_layout": use_rows,
         "gaussian_q": family.gaussian,
     }
     resolved |= config
-    return Method(init, step, sample, resolved)
+    return Method(init, step, sample, resolved, sample_global, sample_local)
