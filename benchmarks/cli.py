@@ -1,4 +1,4 @@
-"""The hierbench command line: list | run | reference | export | report | bench | baseline | regress | sweep.
+"""The hierbench command line: list|run|reference|export|report|bench|baseline|regress|sweep|scale.
 
 Exit codes: 0 success, 1 a run that did not finish ``ok`` (regress: a regression), 2 bad input
 (unknown name, bad value, missing or stale baseline), with a message listing the valid choices.
@@ -69,6 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         references=None if args.references in ("", "none") else args.references,
         backend=args.backend,
         backend_options=_backend_options(args),
+        budget_s=args.budget_s,
     )
     append_record(out, record)
     _print_result(record, out)
@@ -274,9 +275,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def cmd_scale(args: argparse.Namespace) -> int:
+    from hierbench.scale import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hierbench", description=__doc__.splitlines()[0])
-    commands = "{list,run,reference,references,export,report,bench,baseline,regress,sweep}"
+    commands = "{list,run,reference,references,export,report,bench,baseline,regress,sweep,scale}"
     sub = parser.add_subparsers(dest="command", required=True, metavar=commands)
     sub.add_parser("list", help="methods and datasets with their parameters").set_defaults(func=cmd_list)
 
@@ -287,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method-param", action="append", metavar="KEY=VALUE", help="method parameter")
     run.add_argument("--seed", type=int, default=0, help="seed of the run (data seed: --data-param seed=S)")
     run.add_argument("--steps", type=int, default=10_000)
+    run.add_argument(
+        "--budget-s",
+        type=float,
+        help="seconds of optimization: min(steps, budget x measured steps/s) steps (VI, jax backend)",
+    )
     run.add_argument("--eval-draws", type=int, default=1000, help="draws of q per float64 ELBO estimate")
     run.add_argument("--checkpoints", type=int, default=20, help="trace points (timed chunks)")
     run.add_argument("--out", help="records file (JSON lines), appended")
@@ -383,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     swp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     swp.set_defaults(func=cmd_sweep)
+
+    from hierbench.scale import add_arguments as scale_arguments
+
+    scl = sub.add_parser("scale", help="amortized VI on MovieLens-25M-shaped data, never padded (make scale)")
+    scale_arguments(scl)
+    scl.set_defaults(func=cmd_scale)
     return parser
 
 

@@ -33,6 +33,9 @@ from hierbench.scoring import Scorer
 DEFAULT_STEPS = 10_000
 BACKENDS = ("jax", "torch")
 IMPOSSIBLE_SE = 5.0  # an ELBO this many SEs above an exact log evidence is a numerical failure
+PROBE_STEPS = 5  # steps per compiled chunk of the speed probe of a seconds budget
+PROBE_MIN_S = 1.0  # the probe runs chunks until this much time is measured
+BUDGET_OVERRUN = 1.25  # a run with a seconds budget stops once it has used this multiple of it
 
 
 def chunking(steps: int, checkpoints: int) -> tuple[int, int]:
@@ -55,6 +58,7 @@ def run_one(
     references: str | Path | None = refstore.DEFAULT_ROOT,
     backend: str = "jax",
     backend_options: dict[str, Any] | None = None,
+    budget_s: float | None = None,
 ) -> dict[str, Any]:
     """Fit ``method`` to ``dataset`` and return a record (a JSON-ready dict).
 
@@ -85,6 +89,13 @@ def run_one(
         scoring is the same float64 JAX code either way.
     backend_options : dict, optional
         torch only: ``compile`` (bool), ``threads`` (int), ``device`` (str), ``compile_mode``.
+    budget_s : float, optional
+        A budget of optimization wall time (VI methods, JAX backend).  A short probe, off the record's
+        clock, measures the method's steps/s on this model; the run then gets
+        ``min(steps, budget_s × rate)`` steps, so its learning-rate schedule spans the budget, and it
+        stops early (``stopped="budget"``) if it has used :data:`BUDGET_OVERRUN` × ``budget_s``.
+        The record keeps ``budget_s``, ``planned_steps`` and the probe's ``probe``
+        {steps_per_s, steps, wall_s, compile_s}.
     """
     record: dict[str, Any] = {
         "record_id": uuid.uuid4().hex,
@@ -115,10 +126,22 @@ def run_one(
             raise ParamError(
                 f"backend must be one of {', '.join(BACKENDS)} (options: torch only); got {backend!r}"
             )
+        if budget_s is not None and not (
+            isinstance(budget_s, (int, float)) and not isinstance(budget_s, bool) and budget_s > 0
+        ):
+            raise ParamError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
         model = build_model(dataset, data_params)
         chunk, num_chunks = chunking(steps, checkpoints)
         factory = lookup("method", method)
         params = parse_params("method", method, method_params or {})
+        if budget_s is not None:
+            if is_sampler(factory) or backend != "jax":
+                raise ParamError("budget_s applies to VI methods on the jax backend")
+            record["budget_s"] = float(budget_s)
+            record["probe"] = probe = _probe_speed(factory, model, params, seed)
+            steps = max(1, min(steps, int(budget_s * probe["steps_per_s"])))
+            chunk, num_chunks = chunking(steps, min(checkpoints, steps))
+            record["planned_steps"] = chunk * num_chunks
         if not is_sampler(factory):
             params["steps"] = chunk * num_chunks
         record["data_params"] = model.params
@@ -142,6 +165,8 @@ def run_one(
                 from hierbench.torch_harness import optimize_torch
 
                 optimize = functools.partial(optimize_torch, **(backend_options or {}))
+            if budget_s is not None:
+                optimize = functools.partial(_optimize, max_wall_s=BUDGET_OVERRUN * budget_s)
             last = optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress)
             if record["status"] == "ok" and ref is not None:
                 record["accuracy"] = accuracy_block(ref, last["theta"], last["z"], last["log_w"])
@@ -163,12 +188,47 @@ def run_one(
     return record
 
 
-def _optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress) -> dict[str, np.ndarray]:
-    """Train in timed chunks with off-clock scoring; returns the final scoring's draws of q."""
+def _train_data(model, algo) -> dict[str, Any]:
+    """The model's data in the training dtype (plus the row layout where the method uses it)."""
     dtype = jnp.dtype(algo.config["dtype"])
     data = {k: jnp.asarray(v, dtype) for k, v in model.data.items()}
     if algo.config.get("row_layout"):
         data = with_rows(model, data, dtype)
+    return data
+
+
+def _probe_speed(factory, model, params, seed) -> dict[str, float]:
+    """Steps/s of a method on a model: chunks of :data:`PROBE_STEPS` steps, compiled once, run until
+    :data:`PROBE_MIN_S` is measured (the first chunk, a warm-up, is not counted).  Off the clock."""
+    algo = factory(model, **(params | {"steps": DEFAULT_STEPS}))
+    data = _train_data(model, algo)
+    key = jax.random.key(seed)
+    state = algo.init(key)
+
+    def run_chunk(key, state, data):
+        return jax.lax.scan(lambda s, k: algo.step(k, s, data), state, jax.random.split(key, PROBE_STEPS))
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(run_chunk).lower(key, state, data).compile()
+    compile_s = time.perf_counter() - t0
+    state, _ = compiled(key, state, data)
+    jax.block_until_ready(state)
+    steps, wall_s = 0, 0.0
+    while wall_s < PROBE_MIN_S or steps < 2 * PROBE_STEPS:
+        t0 = time.perf_counter()
+        state, _ = compiled(jax.random.fold_in(key, steps), state, data)
+        jax.block_until_ready(state)
+        wall_s += time.perf_counter() - t0
+        steps += PROBE_STEPS
+    return {"steps_per_s": steps / wall_s, "steps": steps, "wall_s": wall_s, "compile_s": compile_s}
+
+
+def _optimize(
+    record, model, algo, seed, chunk, num_chunks, eval_draws, progress, max_wall_s: float | None = None
+) -> dict[str, np.ndarray]:
+    """Train in timed chunks with off-clock scoring; returns the final scoring's draws of q.  With
+    ``max_wall_s`` the run stops after the first chunk that takes its wall time past it."""
+    data = _train_data(model, algo)
     key_init, key_run, key_score = jax.random.split(jax.random.key(seed), 3)
     state = algo.init(key_init)
 
@@ -214,6 +274,9 @@ def _optimize(record, model, algo, seed, chunk, num_chunks, eval_draws, progress
             score = checkpoint(done, wall_s, float(losses.mean()))
             bar.update(chunk)
             bar.set_postfix(elbo=f"{score['elbo']:.2f}" if score["elbo"] is not None else "nan")
+            if max_wall_s is not None and wall_s > max_wall_s and c < num_chunks - 1:
+                record["stopped"] = "budget"
+                break
     _finish(record, status, score, samples, groups)
     return scorer.last
 

@@ -35,15 +35,18 @@ Schema
     steps = 500
 
 Run keys are ``method``, ``dataset``, ``data_params``, ``method_params``, ``seeds``, ``steps``,
-``checkpoints``, ``eval_draws``, ``label`` and (in a run) ``quick``.  ``seeds``, ``steps``,
-``checkpoints`` and ``eval_draws`` default to :func:`~hierbench.harness.run_one`'s (seed 0, 10,000
-steps, 20 checkpoints, 1000 draws).  Any value may be a list, and so may any value inside
-``data_params`` and ``method_params``: a list is a sweep axis, and a run's cells are the product of its
-axes (no registered parameter takes a list).  Layers merge in the order ``[defaults]`` < ``[[runs]]``
-< ``[quick]`` < ``[runs.quick]`` (the last two only with ``--quick``): ``data_params`` and
-``method_params`` merge key by key, every other key is replaced (so runs on another dataset than
-``[defaults]``'s should not inherit its ``data_params``: put those in the runs).  The optimization
-budget is the run key ``steps``, never a method parameter.
+``budget_s``, ``checkpoints``, ``eval_draws``, ``label`` and (in a run) ``quick``. ``budget_s``
+(optional) is a budget of optimization seconds on top of ``steps``: the run gets ``min(steps, budget_s ×
+its measured steps/s)`` steps, its schedule spanning the budget (see
+:func:`~hierbench.harness.run_one`). ``seeds``, ``steps``, ``checkpoints`` and ``eval_draws`` default to
+:func:`~hierbench.harness.run_one`'s (seed 0, 10,000 steps, 20 checkpoints, 1000 draws). Any value may
+be a list, and so may any value inside ``data_params`` and ``method_params``: a list is a sweep axis,
+and a run's cells are the product of its axes (no registered parameter takes a list). Layers merge in
+the order ``[defaults]`` < ``[[runs]]`` < ``[quick]`` < ``[runs.quick]`` (the last two only with
+``--quick``): ``data_params`` and ``method_params`` merge key by key, every other key is replaced (so
+runs on another dataset than ``[defaults]``'s should not inherit its ``data_params``: put those in the
+runs). The optimization budget is set by the run keys ``steps`` and ``budget_s``, never by a method
+parameter.
 
 Before anything runs, every cell is checked without building its model: names of methods, datasets
 and parameters, parameter types, budgets, a dataset's ``validate_params`` where it has one, and a VI
@@ -112,6 +115,7 @@ RUN_KEYS = (
     "steps",
     "checkpoints",
     "eval_draws",
+    "budget_s",
 )
 # run_one's defaults (tests/test_sweep.py checks they agree)
 RUN_DEFAULTS: dict[str, Any] = {"seeds": 0, "steps": 10_000, "checkpoints": 20, "eval_draws": 1000}
@@ -307,7 +311,8 @@ def expand(experiment: Experiment, quick: bool = False) -> list[Cell]:
         ]
         for group in PARAM_KEYS:
             axes += [((group, k), _axis(v)) for k, v in spec.get(group, {}).items()]
-        axes += [((k,), _axis(spec[k])) for k in ("steps", "checkpoints", "eval_draws", "seeds")]
+        budgets = ("steps", "budget_s") if spec.get("budget_s") is not None else ("steps",)
+        axes += [((k,), _axis(spec[k])) for k in (*budgets, "checkpoints", "eval_draws", "seeds")]
         for point in itertools.product(*(values for _, values in axes)):
             kwargs: dict[str, Any] = {"data_params": {}, "method_params": {}}
             for (key, *sub), value in zip((k for k, _ in axes), point, strict=True):
@@ -348,6 +353,11 @@ def validate(cells: list[Cell], where: str = "experiment") -> None:
             for key in ("steps", "checkpoints", "eval_draws"):
                 if not isinstance(kw[key], int) or isinstance(kw[key], bool) or kw[key] < 1:
                     raise ParamError(f"{key} must be an integer >= 1, got {kw[key]!r}")
+            budget = kw.get("budget_s")
+            if budget is not None and (
+                not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget <= 0
+            ):
+                raise ParamError(f"budget_s must be a positive number of seconds, got {budget!r}")
             if not isinstance(kw["seed"], int) or isinstance(kw["seed"], bool) or kw["seed"] < 0:
                 raise ParamError(f"seeds must be integers >= 0, got {kw['seed']!r}")
             for kind in ("dataset", "method"):
