@@ -64,11 +64,13 @@ ACCURACY_PLAN: list[tuple[str, dict[str, Any], int]] = [
 
 
 def accuracy_plan(datasets: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """The accuracy plan's runs (keyword arguments for :func:`hierbench.harness.run_one`)."""
-    from hierbench.datasets import DATASETS
+    """The accuracy plan's runs (keyword arguments for :func:`hierbench.harness.run_one`) on the
+    datasets whose default instance has a reference (:func:`hierbench.reference.reference_datasets`:
+    the exact posterior, or a gated NUTS reference from `make references`)."""
+    from hierbench.reference import reference_datasets
 
     runs = []
-    for dataset in datasets or tuple(DATASETS):
+    for dataset in datasets or reference_datasets():
         for method, params, steps in ACCURACY_PLAN:
             runs.append(
                 {

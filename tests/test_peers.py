@@ -179,7 +179,12 @@ def test_peer_comparison_table():
         ("numpyro-autolowrank", 100),
         ("numpyro-autolowrank", 1000),
         ("numpyro-automvn", 10),
+        ("numpyro-automvn", 1000),  # per-step speed only: 200 steps
     }
+    # ours and numpyro's run with the same settings, pair by pair
+    for a, b in zip(runs[::2], runs[1::2], strict=True):
+        assert a["method_params"] == b["method_params"] and a["steps"] == b["steps"]
+        assert a["data_params"] == b["data_params"] and not a["method"].startswith("numpyro")
 
     def rec(method, elbos, steps_per_s):
         trace = [{"step": i, "wall_s": float(i), "elbo": e, "elbo_se": 0.1} for i, e in enumerate(elbos)]
