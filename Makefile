@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 export JAX_PLATFORMS ?= cpu
 export PYTHONHASHSEED := 0
 
-.PHONY: setup test test-all bench torch-bench references report regress baseline sweep peers perf lint lock clean help
+.PHONY: setup test test-all bench torch-bench references report regress baseline sweep figures paper peers perf scale lint lock clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -51,6 +51,19 @@ JOBS ?= 1
 sweep: setup  ## an experiment of benchmarks/experiments/: make sweep EXP=scaling [QUICK=1] [JOBS=2]; resumable
 	$(VENV)/bin/hierbench sweep $(EXP) --jobs $(JOBS) $(if $(QUICK),--quick)
 
+figures: setup  ## every figure and table of the paper's experiments from the stored records -> results/paper/
+	$(PY) -m hierbench.paper --out results/paper
+
+# A sweep with failed cells (exit 1) does not stop the others: their records are kept, the tables show
+# the failures, and the exit status is still the failure's.
+PAPER_EXPERIMENTS := scaling accuracy movielens theta_collapse
+paper: setup  ## the paper's four sweeps (resumable; JOBS=K), then `make figures`
+	status=0; for exp in $(PAPER_EXPERIMENTS); do \
+	  $(VENV)/bin/hierbench sweep $$exp --jobs $(JOBS) || status=$$?; \
+	done; \
+	$(PY) -m hierbench.paper --out results/paper || status=$$?; \
+	exit $$status
+
 peers: setup  ## ours vs numpyro side by side (hier-linear, hier-logistic) -> results/peers/ (~8 min)
 	$(PY) -m hierbench.peers --out results/peers
 
@@ -58,6 +71,10 @@ perf: setup  ## performance suite: one step per family, ours vs numpyro, vs the 
 	@mkdir -p results/perf
 	$(PY) -m pytest benchmarks/perf -q -p no:xdist -p no:cacheprovider --benchmark-json=results/perf/benchmark.json \
 	  --perf-summary=results/perf/summary.md
+
+SCALE_ARGS ?=
+scale: setup  ## amortized VI on MovieLens-25M-shaped data (162,541 users, 25M ratings), never padded -> results/scale/
+	$(PY) -m hierbench.scale --out results/scale $(SCALE_ARGS)
 
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check benchmarks datasets methods tests

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import chem97, eight_schools, hier_linear, hier_logistic, movielens, radon
+from . import chem97, eight_schools, hier_linear, hier_logistic, movielens, movielens_synth, radon
 from .base import HierModel
 
 DATASETS: dict[str, Callable[..., HierModel]] = {
@@ -23,4 +23,5 @@ DATASETS: dict[str, Callable[..., HierModel]] = {
     "radon": radon.make,
     "movielens-small": movielens.make,
     "chem97": chem97.make,
+    "movielens-synth": movielens_synth.make,
 }
