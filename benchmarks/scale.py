@@ -65,7 +65,15 @@ from hierbench.datasets import movielens_synth as synth
 from hierbench.datasets.base import HierModel, ParamError, check_positive_int
 from hierbench.methods import _gaussian as g
 from hierbench.methods import amortized, dense
-from hierbench.methods.base import Family, Infeasible, StepInfo, TrainConfig, VIState, train_config
+from hierbench.methods.base import (
+    Family,
+    Infeasible,
+    StepInfo,
+    TrainConfig,
+    VIState,
+    choice_without_replacement,
+    train_config,
+)
 from hierbench.records import append_record, env_info, read_records
 from hierbench.scoring import log_q_check, summarize
 
@@ -351,7 +359,7 @@ def make_loss(family: Family, model: HierModel, cfg: TrainConfig, strata: list[S
         picks = []
         for s, stratum in enumerate(strata):
             key_s = jax.random.fold_in(key_batch, s)
-            pick = jax.random.choice(key_s, len(stratum.users), (stratum.alloc,), replace=False)
+            pick = choice_without_replacement(key_s, len(stratum.users), stratum.alloc)
             users = data["strata"][s][pick]
             picks.append((users, gather(data["store"], users, stratum.width)))
         return neg_elbo(params, key_draw, picks)

@@ -212,6 +212,28 @@ class TrainConfig:
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
+def choice_without_replacement(key: jax.Array, n: int, k: int) -> jax.Array:
+    """``k`` distinct indices of ``range(n)``, every k-subset equally likely (int32, order not random).
+
+    Floyd's algorithm: for j = n−k … n−1 draw t uniform on {0, …, j} and take t, or j when t is
+    already taken; O(k²) work whatever n.  ``jax.random.choice(replace=False)`` permutes all of
+    ``range(n)`` (sorts n keys) instead: 6.6 ms a call at n = 10⁴ on 2 CPU cores, against 2.3 ms for
+    the rest of an amortized step with 32 groups, so minibatch steps slowed down as N grew.
+    """
+    if not 0 <= k <= n:
+        raise ValueError(f"cannot choose {k} of {n} without replacement")
+    if k == 0:
+        return jnp.zeros((0,), jnp.int32)
+    js = jnp.arange(n - k, n, dtype=jnp.int32)
+    ts = jax.random.randint(key, (k,), 0, js + 1, dtype=jnp.int32)
+
+    def take(i, picked):
+        t = ts[i]
+        return picked.at[i].set(jnp.where(jnp.any(picked == t), js[i], t))
+
+    return jax.lax.fori_loop(0, k, take, jnp.full((k,), -1, jnp.int32))
+
+
 def check_choice(name: str, value: Any, choices: tuple) -> None:
     """Raise :class:`ParamError` unless ``value`` is one of ``choices``."""
     if value not in choices:
@@ -332,11 +354,11 @@ def make_vi(
             picks = []
             for s, (index, stratum) in enumerate(strata(rows)):
                 key_s = jax.random.fold_in(key_batch, s)
-                pick = jax.random.choice(key_s, len(index), (alloc[s],), replace=False)
+                pick = choice_without_replacement(key_s, len(index), alloc[s])
                 picks.append((index[pick], jax.tree.map(lambda a, p=pick: a[p], stratum)))
             loss, grads = jax.value_and_grad(neg_elbo_strata)(state.params, key_draw, picks)
         elif subsample:
-            idx = jax.random.choice(key_batch, num_groups, (batch_groups,), replace=False)
+            idx = choice_without_replacement(key_batch, num_groups, batch_groups)
             data_b = jax.tree.map(lambda a: a[idx], data)
             loss, grads = jax.value_and_grad(neg_elbo)(state.params, key_draw, idx, data_b, None)
         else:

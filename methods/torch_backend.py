@@ -3,7 +3,7 @@
 JAX (``methods/base.py``, ``benchmarks/harness.py``) -> torch (this module):
 
 - standard normals: ``jax.random.normal(key, shape)`` from split keys -> ``torch.randn(shape, generator=)``;
-- minibatches of groups: ``jax.random.choice(replace=False)`` -> ``torch.randperm(generator=)[:k]``;
+- minibatches of groups: ``choice_without_replacement`` (Floyd's) -> ``torch.randperm(generator=)[:k]``;
 - gradients: ``jax.value_and_grad`` -> autograd (``loss.backward()``);
 - optimizer: ``optax.adam`` under ``cosine_decay_schedule`` -> ``torch.optim.Adam`` under ``LambdaLR``
   with the same b1, b2, eps and schedule (:func:`adam`);

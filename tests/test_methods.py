@@ -258,3 +258,33 @@ def test_amortized_without_theta_conditioning_draws_z_independent_of_theta(head)
             assert np.any(np.asarray(a.z) != np.asarray(b.z))
         else:
             np.testing.assert_array_equal(a.z, b.z)
+
+
+def test_choice_without_replacement_is_uniform_over_subsets():
+    """Floyd's sampler: distinct indices in range, and every 3-subset of 7 equally likely
+    (chi-square over the 35 subsets, 35,000 draws; the threshold is the 1 - 1e-6 quantile)."""
+    from itertools import combinations
+
+    from scipy import stats
+
+    from hierbench.methods.base import choice_without_replacement
+
+    n, k, draws = 7, 3, 35_000
+    picks = np.asarray(
+        jax.vmap(lambda key: choice_without_replacement(key, n, k))(
+            jax.random.split(jax.random.key(0), draws)
+        )
+    )
+    assert picks.dtype == np.int32 and picks.shape == (draws, k)
+    assert picks.min() >= 0 and picks.max() < n
+    assert all(len(set(row)) == k for row in picks[:2000])
+    index = {c: i for i, c in enumerate(combinations(range(n), k))}
+    counts = np.bincount([index[tuple(sorted(row))] for row in picks], minlength=len(index))
+    expected = draws / len(index)
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < stats.chi2.ppf(1 - 1e-6, len(index) - 1), chi2
+    # edge cases: all of range(n), none, and a clear error past n
+    assert sorted(np.asarray(choice_without_replacement(jax.random.key(1), 5, 5)).tolist()) == list(range(5))
+    assert choice_without_replacement(jax.random.key(1), 5, 0).shape == (0,)
+    with pytest.raises(ValueError, match="cannot choose 6 of 5"):
+        choice_without_replacement(jax.random.key(1), 5, 6)

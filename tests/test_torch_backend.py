@@ -23,6 +23,7 @@ from hierbench.cli import main
 from hierbench.datasets.base import row_layout
 from hierbench.harness import run_one
 from hierbench.methods import METHODS
+from hierbench.methods import base as vi_base
 from hierbench.methods.base import TrainConfig, with_rows
 from hierbench.methods.torch_backend import (
     ADAM_B1,
@@ -117,7 +118,8 @@ def trees_close(torch_tree, jax_tree, rtol: float = 1e-6) -> None:
 
 
 class Recorder:
-    """Records what ``jax.random.normal`` and ``jax.random.choice`` return, in call order.
+    """Records what ``jax.random.normal`` and the minibatch sampler
+    (:func:`~hierbench.methods.base.choice_without_replacement`) return, in call order.
 
     :meth:`jit` jits a function to return its output and the recorded draws (the draws never depend on
     the differentiated parameters, so they are plain values of the jit trace); the compiled function
@@ -127,7 +129,7 @@ class Recorder:
     def __init__(self, monkeypatch: pytest.MonkeyPatch):
         self.normals: list = []
         self.choices: list = []
-        real_normal, real_choice = jax.random.normal, jax.random.choice
+        real_normal, real_choice = jax.random.normal, vi_base.choice_without_replacement
 
         def normal(*args, **kwargs):
             out = real_normal(*args, **kwargs)
@@ -140,7 +142,7 @@ class Recorder:
             return out
 
         monkeypatch.setattr(jax.random, "normal", normal)
-        monkeypatch.setattr(jax.random, "choice", choice)
+        monkeypatch.setattr(vi_base, "choice_without_replacement", choice)
 
     def jit(self, fn):
         def recorded(*args):
@@ -318,17 +320,40 @@ def test_adam_and_schedule_match_optax(schedule):
             )
 
 
-def _agree(rec_jax: dict, rec_torch: dict) -> None:
-    assert rec_jax["status"] == rec_torch["status"] == "ok", (rec_jax.get("error"), rec_torch.get("error"))
-    se = math.hypot(rec_jax["elbo_se"], rec_torch["elbo_se"])
-    gap = abs(rec_jax["elbo"] - rec_torch["elbo"])
+def _agree(recs_jax: list[dict], recs_torch: list[dict]) -> None:
+    """The mean final ELBO of R trained runs per backend agrees within 3 standard errors.
+
+    A trained run's final ELBO varies from seed to seed by more than its evaluation SE: the
+    optimizer's draws move the end point (for minibatch families about 5× the evaluation SE at
+    FAST_TRAIN; measured 0.055 against 0.011 nats for amortized-moments).  So each backend trains
+    with R seeds (its own random streams), and the SE of the difference of the two means is
+    ``s·√(2/R)``, with ``s²`` the variance over seeds pooled over both backends, and never below the
+    evaluation SE (so that a chance-small spread cannot make the test stricter than the scorer).
+    """
+    for rec in recs_jax + recs_torch:
+        assert rec["status"] == "ok", rec.get("error")
+    e_jax = np.array([r["elbo"] for r in recs_jax])
+    e_torch = np.array([r["elbo"] for r in recs_torch])
+    r = len(e_jax)
+    assert r == len(e_torch) >= 2
+    eval_var = np.mean([r_["elbo_se"] ** 2 for r_ in recs_jax + recs_torch])
+    var = max((e_jax.var(ddof=1) + e_torch.var(ddof=1)) / 2, eval_var)
+    se = math.sqrt(var * 2 / r)
+    gap = abs(e_jax.mean() - e_torch.mean())
+    means = f"jax {e_jax.mean():.4f} (sd {e_jax.std(ddof=1):.4f}), torch {e_torch.mean():.4f}"
+    means += f" (sd {e_torch.std(ddof=1):.4f})"
     print(
-        f"ELBO jax {rec_jax['elbo']:.4f} ± {rec_jax['elbo_se']:.4f}, torch {rec_torch['elbo']:.4f} ± "
-        f"{rec_torch['elbo_se']:.4f}; gap {gap:.3g} = {gap / se:.2f} SE; KL jax {rec_jax['kl']:.4g}"
+        f"ELBO over {r} seeds: {means}, eval se {math.sqrt(eval_var):.4f}; gap {gap:.3g} = {gap / se:.2f} SE;"
+        f" KL jax {np.mean([r_['kl'] for r_ in recs_jax]):.4g}"
     )
-    assert gap <= 3 * se, (
-        f"ELBO jax {rec_jax['elbo']:.4f} vs torch {rec_torch['elbo']:.4f}: {gap:.3g} > 3·{se:.3g}"
-    )
+    assert gap <= 3 * se, f"mean ELBO {means}: {gap:.3g} > 3·{se:.3g}"
+
+
+def _trained_pair(method: str, data: dict, params: dict, seeds: range, **kwargs) -> tuple[list, list]:
+    recs_jax = [run_one(method, "hier-linear", data, params, seed=s, **kwargs) for s in seeds]
+    recs_torch = [run_torch(method, "hier-linear", data, params, seed=s, **kwargs) for s in seeds]
+    _check_torch_record(recs_jax[0], recs_torch[0])
+    return recs_jax, recs_torch
 
 
 def _check_torch_record(rec_jax: dict, rec: dict) -> None:
@@ -343,26 +368,22 @@ def _check_torch_record(rec_jax: dict, rec: dict) -> None:
 
 @pytest.mark.parametrize("case", cases(list(TRAIN_CASES), ["branch"]))
 def test_trained_backends_agree_small(case):
-    """From the same init, JAX and torch (eager) reach the same final ELBO within 3 standard errors."""
+    """From the same init, JAX and torch (eager) reach the same final ELBO within 3 standard errors
+    (4 training seeds per backend, see :func:`_agree`)."""
     method, params, steps = TRAIN_CASES[case]
-    kwargs = {"seed": 0, "steps": steps, "eval_draws": 1000, "checkpoints": 1, "references": None}
-    rec_jax = run_one(method, "hier-linear", FAST_TRAIN, params, **kwargs)
-    rec_torch = run_torch(method, "hier-linear", FAST_TRAIN, params, **kwargs)
-    _check_torch_record(rec_jax, rec_torch)
-    _agree(rec_jax, rec_torch)
+    kwargs = {"steps": steps, "eval_draws": 1000, "checkpoints": 1, "references": None}
+    _agree(*_trained_pair(method, FAST_TRAIN, params, range(4), **kwargs))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(TRAIN_CASES))
 def test_trained_backends_agree_n100(case):
-    """hier-linear N=100 (d=10, n=20): every family, the same final ELBO within 3 standard errors."""
+    """hier-linear N=100 (d=10, n=20): every family, the same final ELBO within 3 standard errors
+    (3 training seeds per backend)."""
     method, params, _ = TRAIN_CASES[case]
     params = params | N100_PARAMS.get(method, {})
-    kwargs = {"seed": 0, "steps": N100_STEPS[case], "eval_draws": 1000, "checkpoints": 4, "references": None}
-    rec_jax = run_one(method, "hier-linear", N100, params, **kwargs)
-    rec_torch = run_torch(method, "hier-linear", N100, params, **kwargs)
-    _check_torch_record(rec_jax, rec_torch)
-    _agree(rec_jax, rec_torch)
+    kwargs = {"steps": N100_STEPS[case], "eval_draws": 1000, "checkpoints": 4, "references": None}
+    _agree(*_trained_pair(method, N100, params, range(3), **kwargs))
 
 
 @pytest.mark.slow
