@@ -413,3 +413,27 @@ def test_cli_runs_the_torch_backend(tmp_path, capsys):
     assert "[torch]" in capsys.readouterr().out
     assert main([*argv, "--torch-compile"]) == 2  # a torch option without --backend torch
     assert "need --backend torch" in capsys.readouterr().err
+
+
+def test_torch_bench_plan_and_outputs(tmp_path):
+    """The benchmark's plan (JAX first per family and N; torch engines on the asked device) and its
+    table and figure from the committed records (the figure has a bar per ok run and metric)."""
+    import json
+    from pathlib import Path
+
+    import matplotlib.image
+
+    from hierbench.torch_bench import ENGINES, FAMILIES, plan, write_outputs
+
+    runs = plan((100,), device="cuda")
+    assert len(runs) == len(FAMILIES) * len(ENGINES) and runs[0]["engine"] == "JAX jit"
+    for run in runs:
+        options = run["kwargs"]["backend_options"]
+        assert (options or {}).get("device") == ("cuda" if run["kwargs"]["backend"] == "torch" else None)
+    committed = Path(__file__).parents[1] / "results" / "torch" / "records.jsonl"
+    records = [json.loads(line) for line in committed.read_text().splitlines()]
+    paths = write_outputs(records, tmp_path)
+    assert "| meanfield | 100 |" in paths["md"].read_text()
+    image = matplotlib.image.imread(paths["figure"])
+    # not blank: the bars colour a visible share of the canvas
+    assert (image[..., :3].std(axis=-1) > 0.1).mean() > 0.01
