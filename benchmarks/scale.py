@@ -72,6 +72,7 @@ from hierbench.methods.base import (
     TrainConfig,
     VIState,
     choice_without_replacement,
+    stratified_neg_elbo,
     train_config,
 )
 from hierbench.records import append_record, env_info, read_records
@@ -341,18 +342,7 @@ def make_loss(family: Family, model: HierModel, cfg: TrainConfig, strata: list[S
     scales = [s.scale for s in strata]
 
     def neg_elbo(params, key, picks):
-        # as make_vi: each stratum's local terms are an expectation of their own, so every stratum
-        # draws its own θ (independent keys); the global term uses the first stratum's θ
-        q_params = jax.lax.stop_gradient(params) if cfg.stl else params
-        elbo = 0.0
-        for s, (idx, data_b) in enumerate(picks):
-            theta, z = family.draw(params, jax.random.fold_in(key, s), cfg.num_samples, idx, data_b)
-            lq_global, lq_local = family.log_q(q_params, theta, z, idx, data_b)
-            local = jnp.sum(model.log_local(theta[:, None, :], z, data_b), axis=-1)
-            elbo = elbo + scales[s] * (local - lq_local)
-            if s == 0:
-                elbo = elbo + model.log_prior_global(theta) - lq_global
-        return -jnp.mean(elbo)
+        return stratified_neg_elbo(model, family, cfg, scales, params, key, picks)
 
     def loss(params, key, data):
         key_batch, key_draw = jax.random.split(key)

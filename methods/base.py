@@ -253,6 +253,27 @@ def train_config(params: dict[str, Any], **defaults: Any) -> TrainConfig:
     return TrainConfig(**(defaults | params))
 
 
+def stratified_neg_elbo(
+    model: HierModel, family: Family, train: TrainConfig, scales: list[float], params: Params, key, picks
+) -> jax.Array:
+    """−ELBO estimate from one minibatch per stratum: ``picks[s] = (group ids, their data)``, stratum s
+    scaled by ``scales[s]`` (N_s / B_s).  Used by :func:`make_vi` and the scale runner.
+
+    Each stratum's local terms are an expectation over q(θ) q(z_i | θ) of their own, so every stratum
+    draws its own θ (independent keys); the global term uses the first stratum's θ.
+    """
+    q_params = jax.lax.stop_gradient(params) if train.stl else params
+    elbo = 0.0
+    for s, (idx, data_b) in enumerate(picks):
+        theta, z = family.draw(params, jax.random.fold_in(key, s), train.num_samples, idx, data_b)
+        lq_global, lq_local = family.log_q(q_params, theta, z, idx, data_b)
+        local = jnp.sum(model.log_local(theta[:, None, :], z, data_b), axis=-1)
+        elbo = elbo + scales[s] * (local - lq_local)
+        if s == 0:
+            elbo = elbo + model.log_prior_global(theta) - lq_global
+    return -jnp.mean(elbo)
+
+
 def make_vi(
     model: HierModel,
     family: Family,
@@ -333,18 +354,7 @@ def make_vi(
         return -jnp.mean(elbo)
 
     def neg_elbo_strata(params: Params, key: jax.Array, picks: list) -> jax.Array:
-        # Each stratum's local terms are an expectation over q(θ) q(z_i | θ) of their own, so every
-        # stratum draws its own θ (independent keys); the global term uses the first stratum's θ.
-        q_params = jax.lax.stop_gradient(params) if train.stl else params
-        elbo = 0.0
-        for s, (idx, data_b) in enumerate(picks):
-            theta, z = family.draw(params, jax.random.fold_in(key, s), train.num_samples, idx, data_b)
-            lq_global, lq_local = family.log_q(q_params, theta, z, idx, data_b)
-            local = jnp.sum(model.log_local(theta[:, None, :], z, data_b), axis=-1)
-            elbo = elbo + strata_scale[s] * (local - lq_local)
-            if s == 0:
-                elbo = elbo + model.log_prior_global(theta) - lq_global
-        return -jnp.mean(elbo)
+        return stratified_neg_elbo(model, family, train, strata_scale, params, key, picks)
 
     def step(key: jax.Array, state: VIState, data: Data) -> tuple[VIState, StepInfo]:
         rows = data.get(ROWS_KEY) if use_rows else None
