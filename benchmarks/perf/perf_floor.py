@@ -26,6 +26,26 @@ Intermediates (the S×D draws, the S×N×n predictors) are not counted: a fused 
 in cache.  P is the smallest parameterization of each family (the triangle for dense; our dense
 stores the full D×D raw matrix, twice that).
 
+Branch and amortized (``branch_cost``, ``amortized_cost``) are counted per group and per row, with
+G global and L local dimensions, U groups in the step (N for full data, the minibatch otherwise), R
+rows the step computes (padding included: a padded row costs what a real one does) and F row
+features::
+
+    likelihood                 F_lik   = 3 · S · (R · (2·d + 4) + 2·(G + U·L))
+        xᵀz and the link per row, the priors; backward twice the forward (the factor 3)
+    q(z_i | θ), every group    F_cond  = 3 · S · U · (2·L·G + 4·L²)
+        the draw μ_i + A_i(θ − m) + L_i ε (2LG + 2L²) and log q's triangular solve (2L²)
+    q(θ)                       F_glob  = 3 · S · 2·G²
+    branch                     P = G + G(G+1)/2 + N·(L + L·G + L²)   (Adam updates all N groups)
+    amortized, potential head  F_net   = 3 · R · (2·(F·W + W²) + 2·(W + F)·(L·k + L) + 4·F·L + 2·L²·k)
+                                         + 3 · U · (L³/3 + 4·L²·(1 + G))
+        the row MLP φ: F → W → W, the potential's r (rank k) and h heads on (φ, row), the bilinear
+        shift, Σ_j r rᵀ; per group Λ_i's Cholesky and the solves for (μ_i, A_i)
+                               P = F·W + W² + 2W + (W + F + 1)·(L·k + L) + 2·(F + 1)·L + L² + L·G + L
+                                   + G + G(G+1)/2
+
+Bytes as above: the step's rows read once, 8·R·(d + 2), and Adam's 7·8·P.
+
 The floor is the roofline bound ``max(F / peak GFLOP/s, B / bandwidth)`` with both peaks measured
 in the same run (:func:`measure_machine`): the best float64 matmul rate of numpy and XLA
 (2·k³ FLOPs for k×k, k = 1024) and the best streaming add c = a + b over arrays far beyond the
@@ -84,6 +104,61 @@ def step_cost(family: str, num_groups: int, n: int, d: int, num_samples: int, ra
     flops = f_lik + f_q + 12 * params
     data_bytes = 8 * N * n * (d + 2)
     return StepCost(float(flops), float(data_bytes + 7 * 8 * params))
+
+
+def branch_cost(
+    num_groups: int, rows: int, groups_in_step: int, dim_global: int, dim_local: int, d: int, num_samples: int
+) -> StepCost:
+    """FLOPs and bytes of one branch step (formulas in the module docstring).
+
+    ``rows`` and ``groups_in_step`` are those the step computes on (all N groups' rows for full data;
+    a minibatch's otherwise); ``num_groups`` sizes the parameters Adam updates.
+    """
+    S, U, R, G, L = num_samples, groups_in_step, rows, dim_global, dim_local
+    flops = 3 * S * (R * (2 * d + 4) + 2 * (G + U * L)) + 3 * S * (U * (2 * L * G + 4 * L * L) + 2 * G * G)
+    params = G + G * (G + 1) // 2 + num_groups * (L + L * G + L * L)
+    return StepCost(float(flops + 12 * params), float(8 * R * (d + 2) + 7 * 8 * params))
+
+
+def amortized_cost(
+    rows: int,
+    groups_in_step: int,
+    dim_global: int,
+    dim_local: int,
+    d: int,
+    num_features: int,
+    num_samples: int,
+    width: int = 64,
+    potential_rank: int = 1,
+) -> StepCost:
+    """FLOPs and bytes of one amortized step, potential head (formulas in the module docstring)."""
+    S, U, R, G, L, F, W, k = (
+        num_samples,
+        groups_in_step,
+        rows,
+        dim_global,
+        dim_local,
+        num_features,
+        width,
+        potential_rank,
+    )
+    lik = 3 * S * (R * (2 * d + 4) + 2 * (G + U * L))
+    cond = 3 * S * (U * (2 * L * G + 4 * L * L) + 2 * G * G)
+    net_row = 2 * (F * W + W * W) + 2 * (W + F) * (L * k + L) + 4 * F * L + 2 * L * L * k
+    net = 3 * R * net_row + 3 * U * (L**3 / 3 + 4 * L * L * (1 + G))
+    params = (
+        F * W
+        + W * W
+        + 2 * W
+        + (W + F + 1) * (L * k + L)
+        + 2 * (F + 1) * L
+        + L * L
+        + L * G
+        + L
+        + G
+        + G * (G + 1) // 2
+    )
+    return StepCost(float(lik + cond + net + 12 * params), float(8 * R * (d + 2) + 7 * 8 * params))
 
 
 def _best_time(fn: Callable[[], object], repeats: int) -> float:

@@ -1,11 +1,19 @@
-"""One ELBO-gradient + Adam step of each Gaussian family, ours and numpyro's, on ``hier-linear``.
+"""One ELBO-gradient + Adam step of each family, ours and numpyro's, on ``hier-linear``,
+and amortized VI's step on a MovieLens-scale minibatch.
 
 Each benchmark times a compiled ``lax.scan`` of ``STEPS_PER_CALL`` steps of the method's ``step``
 (the harness's own loop shape, which amortizes the ~10-50 µs dispatch of a call); compilation and a
 first call happen before timing.  pytest-benchmark's numbers are per call; ``extra_info`` holds
 ``steps_per_call``, the analytic FLOPs, bytes and floor of one step (:mod:`perf_floor`), and the
 table at the end divides by the steps.  Sizes vary N (groups), n (rows per group) and S (draws per
-step); dense runs only where its D×D factor is small (D = 110 and 1010).
+step); dense runs only where its D×D factor is small (D = 110 and 1010).  Branch (full data and
+B = 32 groups) and amortized (potential head, B = 32) have no numpyro counterpart: numpyro's
+autoguides have no per-group conditional q(z_i | θ) and no amortization net.
+
+``test_step_movielens`` times the scale runner's amortized step (:mod:`hierbench.scale`: 256 users
+over its size strata, rows gathered from the CSR store) on a 20,000-user ``movielens-synth`` store:
+the step's cost depends on the minibatch's shape, not on N, and the full store's strata pad to about
+the same rows per step.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 from conftest import RESULTS
-from perf_floor import step_cost
+from perf_floor import amortized_cost, branch_cost, step_cost
 
 from hierbench.methods import METHODS
 from hierbench.registry import build_model
@@ -35,6 +43,14 @@ DENSE_SIZES = [(10, 20, 8), (100, 20, 8)]
 CASES = [(f, *size) for f in ("meanfield", "lowrank") for size in SIZES] + [
     ("dense", *size) for size in DENSE_SIZES
 ]
+# ours only: (family label, registry method, method params, (N, n, S))
+OURS_ONLY = [
+    ("branch", "branch", {}, (1000, 20, 8)),
+    ("branch B=32", "branch", {"batch_groups": 32}, (1000, 20, 8)),
+    ("amortized B=32", "amortized", {"head": "potential", "batch_groups": 32}, (1000, 20, 8)),
+    ("amortized B=32", "amortized", {"head": "potential", "batch_groups": 32}, (10_000, 20, 8)),
+]
+ML_USERS, ML_BATCH = 20_000, 256
 
 
 @functools.cache
@@ -42,17 +58,12 @@ def _model(num_groups: int, n: int):
     return build_model("hier-linear", {"N": num_groups, "n": n, "d": D_MODEL, "seed": 0})
 
 
-@pytest.mark.parametrize("impl", ["ours", "numpyro"])
-@pytest.mark.parametrize(("family", "N", "n", "S"), CASES, ids=lambda v: str(v))
-def test_step(benchmark, machine, family, N, n, S, impl):
-    model = _model(N, n)
-    algo = METHODS[IMPLS[family][impl]](model, steps=1000, num_samples=S)
-    data = {k: jnp.asarray(v, jnp.float64) for k, v in model.data.items()}
-    state = algo.init(jax.random.key(0))
+def _time_steps(benchmark, machine, step, state, data, cost, info) -> None:
+    """Compile a ``lax.scan`` of STEPS_PER_CALL steps, time it warm, record the row for the table."""
     keys = jax.random.split(jax.random.key(1), STEPS_PER_CALL)
 
     def run(keys, state, data):
-        return jax.lax.scan(lambda s, k: algo.step(k, s, data), state, keys)
+        return jax.lax.scan(lambda s, k: step(k, s, data), state, keys)
 
     compiled = jax.jit(run).lower(keys, state, data).compile()  # compile excluded from timing
 
@@ -63,18 +74,11 @@ def test_step(benchmark, machine, family, N, n, S, impl):
     call()  # warm: first execution, page-in
     first = time.perf_counter() - t0
     rounds = max(5, min(200, int(TARGET_S / max(first, 1e-6))))
-    cost = step_cost(family, N, n, D_MODEL, S)
     floor_s = cost.floor_s(machine["matmul_gflops"], machine["bandwidth_gbs"])
-    benchmark.group = f"{family} N={N} n={n} S={S}"
+    benchmark.group = f"{info['family']} N={info['N']} n={info['n']} S={info['S']}"
     benchmark.extra_info.update(
-        {
-            "family": family,
-            "impl": impl,
-            "method": IMPLS[family][impl],
-            "N": N,
-            "n": n,
-            "d": D_MODEL,
-            "S": S,
+        info
+        | {
             "steps_per_call": STEPS_PER_CALL,
             "flops_per_step": cost.flops,
             "bytes_per_step": cost.bytes,
@@ -86,6 +90,70 @@ def test_step(benchmark, machine, family, N, n, S, impl):
         step_s = benchmark.stats.stats.median / STEPS_PER_CALL
         benchmark.extra_info["median_s_per_step"] = step_s
         benchmark.extra_info["measured_over_floor"] = step_s / floor_s
-        RESULTS.append(
-            {"family": family, "impl": impl, "N": N, "n": n, "S": S, "step_s": step_s, "floor_s": floor_s}
-        )
+        keys_ = ("family", "impl", "N", "n", "S")
+        RESULTS.append({k: info[k] for k in keys_} | {"step_s": step_s, "floor_s": floor_s})
+
+
+def _jax_data(model):
+    return {k: jnp.asarray(v, jnp.float64) for k, v in model.data.items()}
+
+
+@pytest.mark.parametrize("impl", ["ours", "numpyro"])
+@pytest.mark.parametrize(("family", "N", "n", "S"), CASES, ids=lambda v: str(v))
+def test_step(benchmark, machine, family, N, n, S, impl):
+    model = _model(N, n)
+    method = IMPLS[family][impl]
+    algo = METHODS[method](model, steps=1000, num_samples=S)
+    info = {"family": family, "impl": impl, "method": method, "N": N, "n": n, "d": D_MODEL, "S": S}
+    cost = step_cost(family, N, n, D_MODEL, S)
+    _time_steps(benchmark, machine, algo.step, algo.init(jax.random.key(0)), _jax_data(model), cost, info)
+
+
+@pytest.mark.parametrize(("family", "method", "params", "size"), OURS_ONLY, ids=lambda v: str(v))
+def test_step_ours_only(benchmark, machine, family, method, params, size):
+    N, n, S = size
+    model = _model(N, n)
+    algo = METHODS[method](model, steps=1000, num_samples=S, **params)
+    groups = params.get("batch_groups") or N
+    d = D_MODEL
+    if method == "branch":
+        cost = branch_cost(N, groups * n, groups, d, d, d, S)
+    else:  # hier-linear's rows are (x, y): F = d + 1 features
+        cost = amortized_cost(groups * n, groups, d, d, d, d + 1, S)
+    info = {"family": family, "impl": "ours", "method": method, "N": N, "n": n, "d": d, "S": S}
+    _time_steps(benchmark, machine, algo.step, algo.init(jax.random.key(0)), _jax_data(model), cost, info)
+
+
+def test_step_movielens(benchmark, machine):
+    """The scale runner's amortized-potential step: 256 users of a 20,000-user movielens-synth store."""
+    from hierbench import scale
+    from hierbench.methods.base import VIState
+
+    cfg = scale.ScaleConfig(num_users=ML_USERS, batch_users=ML_BATCH, methods=("amortized-potential",))
+    store, dataset, data_params = scale.load_store(cfg)
+    model = scale.schema_model(store, dataset, data_params)
+    family, train, _ = scale.build_method("amortized-potential", model, store, {})
+    strata = scale.plan_strata(store.train_sizes, cfg.batch_users, cfg.max_strata)
+    step, opt = scale.make_step(family, model, train, strata)
+    params = family.init_params(jax.random.key(0))
+    state = VIState(params, opt.init(params), jnp.zeros((), jnp.int32))
+    data = scale.strata_data(store, strata, jnp.float64)
+    rows = sum(s.alloc * s.width for s in strata)
+    users = sum(s.alloc for s in strata)
+    real_rows = sum(s.alloc * float(store.train_sizes[s.users].mean()) for s in strata)
+    d = store.dim
+    cost = amortized_cost(rows, users, model.dim_global, model.dim_local, d, d + 1, train.num_samples)
+    info = {
+        "family": f"amortized ML B={ML_BATCH}",
+        "impl": "ours",
+        "method": "amortized-potential (hierbench.scale)",
+        "N": ML_USERS,
+        "n": round(real_rows / users),
+        "d": d,
+        "S": train.num_samples,
+        "rows_per_step_padded": rows,
+        "rows_per_step_expected_real": real_rows,
+        "strata": len(strata),
+        "dataset": dataset,
+    }
+    _time_steps(benchmark, machine, step, state, data, cost, info)
