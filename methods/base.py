@@ -151,6 +151,12 @@ class Family(NamedTuple):
     ``draw_global(params, key, S) -> θ`` and ``draw_local(params, key, θ, idx, data_b) -> z``
     (optional, group-factorized families): the two halves of ``draw``, which lets scoring draw z a
     chunk of groups at a time (:attr:`Method.sample_local`).
+    ``draw_log_q(params, key, S, idx, data_b) -> (θ, z, log q(θ), Σ log q(z_i | θ))`` (optional): a
+    draw and q's log density at it computed together, for training with the standard (non-STL)
+    estimator only.  A location-scale family can give log q from its standard-normal draw ε in closed
+    form (dense: −½‖ε‖² − log det L − D/2 log 2π, no triangular solve), with the same value and the
+    same gradient in the parameters as ``log_q`` at the draw.  Scoring always uses ``log_q``: it
+    evaluates the density at the draw numerically, which is what exposes a factor that broke down.
     """
 
     init_params: Callable[[jax.Array], Params]
@@ -160,6 +166,7 @@ class Family(NamedTuple):
     gaussian: bool = True
     draw_global: Callable[..., jax.Array] | None = None
     draw_local: Callable[..., jax.Array] | None = None
+    draw_log_q: Callable[..., tuple[jax.Array, jax.Array, jax.Array, jax.Array]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,9 +351,12 @@ def make_vi(
         return VIState(params, opt.init(params), jnp.zeros((), jnp.int32))
 
     def neg_elbo(params: Params, key: jax.Array, idx: jax.Array | None, data_b: Data, rows) -> jax.Array:
-        theta, z = family.draw(params, key, train.num_samples, idx, data_b)
-        q_params = jax.lax.stop_gradient(params) if train.stl else params
-        lq_global, lq_local = family.log_q(q_params, theta, z, idx, data_b)
+        if family.draw_log_q is not None and not train.stl:
+            theta, z, lq_global, lq_local = family.draw_log_q(params, key, train.num_samples, idx, data_b)
+        else:
+            theta, z = family.draw(params, key, train.num_samples, idx, data_b)
+            q_params = jax.lax.stop_gradient(params) if train.stl else params
+            lq_global, lq_local = family.log_q(q_params, theta, z, idx, data_b)
         if rows is not None:
             return -jnp.mean(log_joint_rows(model, theta, z, rows) - lq_global - lq_local)
         local = jnp.sum(model.log_local(theta[:, None, :], z, data_b), axis=-1)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from hierbench.datasets.base import HierModel
 from hierbench.methods import _gaussian as g
-from hierbench.methods.base import Infeasible, Method, make_vi, train_config
+from hierbench.methods.base import Family, Infeasible, Method, make_vi, train_config
 
 STL_MAX_DIM = 128  # default STL on up to this dimension; see the module docstring
 
@@ -50,6 +50,14 @@ def make(
             memory_bytes=memory,
         )
 
+    family = build_family(model, init_sd)
+    return make_vi(model, family, cfg, init_sd=init_sd, max_dim=max_dim)
+
+
+def build_family(model: HierModel, init_sd: float = 0.1) -> Family:
+    """The dense Gaussian family over the joint vector, started at N(0, init_sd² I)."""
+    dim = g.joint_dim(model)
+
     def init_params(key):
         return {"mean": jnp.zeros(dim), "chol": g.raw_chol_init((dim, dim), init_sd)}
 
@@ -60,5 +68,17 @@ def make(
     def log_q_vec(params, v):
         return g.mvn_logpdf_chol(v - params["mean"], g.chol_from_raw(params["chol"]))
 
-    family = g.joint_family(model, init_params, draw_vec, log_q_vec)
-    return make_vi(model, family, cfg, init_sd=init_sd, max_dim=max_dim)
+    shape = (model.dim_global, model.num_groups, model.dim_local)
+
+    def draw_log_q(params, key, num_draws, idx, data_b):
+        # Training without STL: log q(m + Lε) = −½‖ε‖² − Σ log L_kk − D/2 log 2π exactly, so the
+        # O(S·D²) triangular solve of log_q_vec and its backward are not needed (measured at
+        # D = 10,010: ~1 s of a 9 s step).  Same value and parameter gradient (tested).
+        eps = jax.random.normal(key, (num_draws, dim), params["mean"].dtype)
+        chol = g.chol_from_raw(params["chol"])
+        theta, z = g.split_joint(g.affine_draw(params["mean"], chol, eps), *shape)
+        log_det = jnp.sum(jnp.log(jnp.diagonal(chol)))
+        log_q = -0.5 * jnp.sum(eps * eps, axis=-1) - log_det - 0.5 * dim * g.LOG_2PI
+        return theta, z, log_q, jnp.zeros((), log_q.dtype)
+
+    return g.joint_family(model, init_params, draw_vec, log_q_vec)._replace(draw_log_q=draw_log_q)

@@ -179,7 +179,7 @@ def test_peer_comparison_table():
         ("numpyro-autolowrank", 100),
         ("numpyro-autolowrank", 1000),
         ("numpyro-automvn", 10),
-        ("numpyro-automvn", 1000),  # per-step speed only: 200 steps
+        ("numpyro-automvn", 1000),  # per-step speed only: 20 steps
     }
     # ours and numpyro's run with the same settings, pair by pair
     for a, b in zip(runs[::2], runs[1::2], strict=True):

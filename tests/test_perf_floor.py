@@ -9,6 +9,7 @@ generation (threefry, integer work that XLA counts as flops) is kept negligible 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import jax
@@ -19,9 +20,10 @@ from hierbench.methods import METHODS
 from hierbench.registry import build_model
 
 _spec = importlib.util.spec_from_file_location(
-    "perf_floor", Path(__file__).resolve().parents[1] / "benchmarks" / "perf" / "perf_floor.py"
+    "hierbench_perf_floor", Path(__file__).resolve().parents[1] / "benchmarks" / "perf" / "perf_floor.py"
 )
 perf_floor = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = perf_floor  # its dataclass looks its module up
 _spec.loader.exec_module(perf_floor)
 
 
