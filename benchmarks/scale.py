@@ -96,6 +96,7 @@ QUICK = {
     "checkpoints": 1,
     "eval_draws": 8,
     "eval_segments": 2,
+    "max_strata": 3,  # compiles in a third of the time of every bucket's stratum
 }
 
 
@@ -142,7 +143,10 @@ class ScaleConfig:
     path: str | None = None
     methods: tuple[str, ...] = METHODS
     batch_users: int = 256
-    max_strata: int = 3
+    # Every log₂ bucket its own stratum (10 at full size): measured on the full store, 256 users a
+    # step, 3 strata pad to 131,632 rows and take 242 ms a step, 10 pad to 72,586 rows and take
+    # 117 ms (2.1× faster) for 18 s more compilation (10.5 → 28.9 s)
+    max_strata: int = 16
     budget_s: float | None = DEFAULT_BUDGET_S
     steps: int | None = None
     chunk_steps: int = 25
@@ -992,7 +996,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated, of {', '.join(METHODS)} (default: all; --quick: {QUICK['methods']})",
     )
     parser.add_argument("--batch-users", type=int, default=256, help="users per step")
-    parser.add_argument("--max-strata", type=int, default=3, help="size strata of a minibatch")
+    parser.add_argument(
+        "--max-strata",
+        type=int,
+        default=None,
+        help="size strata of a minibatch (default 16: every log2 bucket)",
+    )
     parser.add_argument(
         "--budget-s", type=float, default=None, help=f"optimization seconds (default {DEFAULT_BUDGET_S:g})"
     )
@@ -1029,6 +1038,7 @@ def config_from_args(args: argparse.Namespace) -> ScaleConfig:
         "checkpoints": args.checkpoints,
         "eval_draws": args.eval_draws,
         "eval_segments": args.eval_segments,
+        "max_strata": args.max_strata,
         "methods": tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None,
     }
     base |= {k: v for k, v in given.items() if v is not None}
@@ -1038,7 +1048,6 @@ def config_from_args(args: argparse.Namespace) -> ScaleConfig:
         seed=args.seed,
         path=args.path,
         batch_users=args.batch_users,
-        max_strata=args.max_strata,
         method_params=method_params,
         **base,
     )

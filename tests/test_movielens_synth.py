@@ -369,6 +369,7 @@ def test_quick_run_writes_complete_records(tmp_path):
         checkpoints=1,
         eval_draws=8,
         eval_segments=2,
+        max_strata=3,
         method_params={"width": 8},
     )
     records = scale.run_scale(cfg, tmp_path, isolate=False, progress=False)
