@@ -64,7 +64,7 @@ paper: setup  ## the paper's four sweeps (resumable; JOBS=K), then `make figures
 	$(PY) -m hierbench.paper --out results/paper || status=$$?; \
 	exit $$status
 
-peers: setup  ## ours vs numpyro side by side (hier-linear, hier-logistic) -> results/peers/ (~8 min)
+peers: setup  ## ours vs numpyro side by side (hier-linear, hier-logistic) -> results/peers/ (~13 min)
 	$(PY) -m hierbench.peers --out results/peers
 
 perf: setup  ## performance suite: one step per family, ours vs numpyro, vs the floor -> results/perf/

@@ -39,7 +39,7 @@ CHECKPOINTS = 10  # trace points of a run, at most one every MIN_CHECKPOINT_STEP
 MIN_CHECKPOINT_STEPS = 10
 TARGET_SE = 3.0  # a trace point within this many se of the target counts as reaching it
 
-# (our method, numpyro's, method params, {N: steps}); budgets keep the whole comparison near 8 minutes
+# (our method, numpyro's, method params, {N: steps}); budgets keep the whole comparison near 13 minutes
 # on 2 cores
 PAIRS: list[tuple[str, str, dict[str, Any], dict[int, int]]] = [
     ("meanfield", "numpyro-autonormal", {}, {100: 3_000, 1000: 1_500}),
