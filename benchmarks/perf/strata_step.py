@@ -1,0 +1,63 @@
+"""The scale runner's training step against the number of size strata (the profile behind ``--max-strata``).
+
+Run: ``.venv/bin/python benchmarks/perf/strata_step.py [--num-users 162541] [--methods
+amortized-potential] [--max-strata 3,16]``.  For each setting it builds the runner's step
+(:func:`hierbench.scale.plan_strata`, :func:`~hierbench.scale.make_step`) on the ``movielens-synth``
+store, compiles a 10-step chunk (:func:`~hierbench.scale.compile_chunk`) and prints one JSON line:
+strata, padded rows a step, compile seconds and the best of 3 timed chunks per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+
+from hierbench import scale
+from hierbench.datasets import movielens_synth as synth
+from hierbench.methods.base import VIState
+
+CHUNK = 10
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-users", type=int, default=synth.ML25M_USERS)
+    parser.add_argument("--methods", default="amortized-potential")
+    parser.add_argument("--max-strata", default="3,16", help="comma-separated settings")
+    parser.add_argument("--batch-users", type=int, default=256)
+    args = parser.parse_args()
+    cfg = scale.ScaleConfig(num_users=args.num_users, methods=("amortized-potential",))
+    store, dataset, data_params = scale.load_store(cfg)
+    model = scale.schema_model(store, dataset, data_params)
+    for name in args.methods.split(","):
+        family, train, _ = scale.build_method(name, model, store, {})
+        for max_strata in (int(m) for m in args.max_strata.split(",")):
+            strata = scale.plan_strata(store.train_sizes, args.batch_users, max_strata)
+            step, opt = scale.make_step(family, model, train, strata)
+            params = family.init_params(jax.random.key(0))
+            state = VIState(params, opt.init(params), jnp.zeros((), jnp.int32))
+            data = scale.strata_data(store, strata, jnp.float64)
+            compiled, compile_s = scale.compile_chunk(step, CHUNK, jax.random.key(1), state, data)
+            jax.block_until_ready(compiled(jax.random.key(1), state, data))  # warm
+            times = []
+            for r in range(3):
+                t0 = time.perf_counter()
+                jax.block_until_ready(compiled(jax.random.key(2 + r), state, data))
+                times.append((time.perf_counter() - t0) / CHUNK)
+            line = {
+                "method": name,
+                "max_strata": max_strata,
+                "strata": len(strata),
+                "rows_padded": sum(s.alloc * s.width for s in strata),
+                "compile_s": round(compile_s, 1),
+                "ms_per_step": round(1e3 * min(times), 1),
+            }
+            print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
