@@ -382,6 +382,20 @@ def strata_data(store: synth.RatingStore, strata: list[Stratum], dtype: Any) -> 
     return {"store": to_device(store, dtype), "strata": tuple(jnp.asarray(s.users) for s in strata)}
 
 
+def step_setup(
+    name: str, store: synth.RatingStore, model: HierModel, batch_users: int, max_strata: int
+) -> tuple[Callable, VIState, dict[str, Any], list[Stratum]]:
+    """``(step, initial state, data, strata)`` of ``name``'s training step with its default settings,
+    built as :func:`_fit` builds it (float64): what the perf suite and ``benchmarks/perf/strata_step.py``
+    time."""
+    family, train, _ = build_method(name, model, store, {})
+    strata = plan_strata(store.train_sizes, batch_users, max_strata)
+    step, opt = make_step(family, model, train, strata)
+    params = family.init_params(jax.random.key(0))
+    state = VIState(params, opt.init(params), jnp.zeros((), jnp.int32))
+    return step, state, strata_data(store, strata, jnp.dtype(train.dtype)), strata
+
+
 def compile_chunk(step: Callable, chunk: int, key: jax.Array, state: VIState, data: Any) -> tuple[Any, float]:
     """``lax.scan`` of ``chunk`` steps, compiled ahead of time; returns (program, compile seconds)."""
 

@@ -260,6 +260,18 @@ def train_config(params: dict[str, Any], **defaults: Any) -> TrainConfig:
     return TrainConfig(**(defaults | params))
 
 
+def draw_with_log_q(
+    family: Family, train: TrainConfig, params: Params, key, idx, data_b
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """A training draw (θ, z) and (log q(θ), Σ log q(z_i | θ)) at it, as the gradient estimator wants:
+    at stopped parameters under STL; else from ``family.draw_log_q`` where the family has one."""
+    if family.draw_log_q is not None and not train.stl:
+        return family.draw_log_q(params, key, train.num_samples, idx, data_b)
+    theta, z = family.draw(params, key, train.num_samples, idx, data_b)
+    q_params = jax.lax.stop_gradient(params) if train.stl else params
+    return theta, z, *family.log_q(q_params, theta, z, idx, data_b)
+
+
 def stratified_neg_elbo(
     model: HierModel, family: Family, train: TrainConfig, scales: list[float], params: Params, key, picks
 ) -> jax.Array:
@@ -269,11 +281,10 @@ def stratified_neg_elbo(
     Each stratum's local terms are an expectation over q(θ) q(z_i | θ) of their own, so every stratum
     draws its own θ (independent keys); the global term uses the first stratum's θ.
     """
-    q_params = jax.lax.stop_gradient(params) if train.stl else params
     elbo = 0.0
     for s, (idx, data_b) in enumerate(picks):
-        theta, z = family.draw(params, jax.random.fold_in(key, s), train.num_samples, idx, data_b)
-        lq_global, lq_local = family.log_q(q_params, theta, z, idx, data_b)
+        key_s = jax.random.fold_in(key, s)
+        theta, z, lq_global, lq_local = draw_with_log_q(family, train, params, key_s, idx, data_b)
         local = jnp.sum(model.log_local(theta[:, None, :], z, data_b), axis=-1)
         elbo = elbo + scales[s] * (local - lq_local)
         if s == 0:
@@ -351,12 +362,7 @@ def make_vi(
         return VIState(params, opt.init(params), jnp.zeros((), jnp.int32))
 
     def neg_elbo(params: Params, key: jax.Array, idx: jax.Array | None, data_b: Data, rows) -> jax.Array:
-        if family.draw_log_q is not None and not train.stl:
-            theta, z, lq_global, lq_local = family.draw_log_q(params, key, train.num_samples, idx, data_b)
-        else:
-            theta, z = family.draw(params, key, train.num_samples, idx, data_b)
-            q_params = jax.lax.stop_gradient(params) if train.stl else params
-            lq_global, lq_local = family.log_q(q_params, theta, z, idx, data_b)
+        theta, z, lq_global, lq_local = draw_with_log_q(family, train, params, key, idx, data_b)
         if rows is not None:
             return -jnp.mean(log_joint_rows(model, theta, z, rows) - lq_global - lq_local)
         local = jnp.sum(model.log_local(theta[:, None, :], z, data_b), axis=-1)

@@ -106,6 +106,11 @@ def step_cost(family: str, num_groups: int, n: int, d: int, num_samples: int, ra
     return StepCost(float(flops), float(data_bytes + 7 * 8 * params))
 
 
+def _likelihood_and_q_flops(S: int, U: int, R: int, G: int, L: int, d: int) -> int:
+    """F_lik + F_cond + F_glob of the module docstring (branch and amortized alike)."""
+    return 3 * S * (R * (2 * d + 4) + 2 * (G + U * L)) + 3 * S * (U * (2 * L * G + 4 * L * L) + 2 * G * G)
+
+
 def branch_cost(
     num_groups: int, rows: int, groups_in_step: int, dim_global: int, dim_local: int, d: int, num_samples: int
 ) -> StepCost:
@@ -115,7 +120,7 @@ def branch_cost(
     a minibatch's otherwise); ``num_groups`` sizes the parameters Adam updates.
     """
     S, U, R, G, L = num_samples, groups_in_step, rows, dim_global, dim_local
-    flops = 3 * S * (R * (2 * d + 4) + 2 * (G + U * L)) + 3 * S * (U * (2 * L * G + 4 * L * L) + 2 * G * G)
+    flops = _likelihood_and_q_flops(S, U, R, G, L, d)
     params = G + G * (G + 1) // 2 + num_groups * (L + L * G + L * L)
     return StepCost(float(flops + 12 * params), float(8 * R * (d + 2) + 7 * 8 * params))
 
@@ -142,8 +147,6 @@ def amortized_cost(
         width,
         potential_rank,
     )
-    lik = 3 * S * (R * (2 * d + 4) + 2 * (G + U * L))
-    cond = 3 * S * (U * (2 * L * G + 4 * L * L) + 2 * G * G)
     net_row = 2 * (F * W + W * W) + 2 * (W + F) * (L * k + L) + 4 * F * L + 2 * L * L * k
     net = 3 * R * net_row + 3 * U * (L**3 / 3 + 4 * L * L * (1 + G))
     params = (
@@ -158,7 +161,8 @@ def amortized_cost(
         + G
         + G * (G + 1) // 2
     )
-    return StepCost(float(lik + cond + net + 12 * params), float(8 * R * (d + 2) + 7 * 8 * params))
+    flops = _likelihood_and_q_flops(S, U, R, G, L, d) + net + 12 * params
+    return StepCost(float(flops), float(8 * R * (d + 2) + 7 * 8 * params))
 
 
 def _best_time(fn: Callable[[], object], repeats: int) -> float:

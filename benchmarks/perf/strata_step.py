@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/perf/strata_step.py [--num-users 162541] [--methods
 amortized-potential] [--max-strata 3,16]``.  For each setting it builds the runner's step
-(:func:`hierbench.scale.plan_strata`, :func:`~hierbench.scale.make_step`) on the ``movielens-synth``
+(:func:`hierbench.scale.step_setup`) on the ``movielens-synth``
 store, compiles a 10-step chunk (:func:`~hierbench.scale.compile_chunk`) and prints one JSON line:
 strata, padded rows a step, compile seconds and the best of 3 timed chunks per step.
 """
@@ -14,11 +14,9 @@ import json
 import time
 
 import jax
-import jax.numpy as jnp
 
 from hierbench import scale
 from hierbench.datasets import movielens_synth as synth
-from hierbench.methods.base import VIState
 
 CHUNK = 10
 
@@ -34,13 +32,8 @@ def main() -> None:
     store, dataset, data_params = scale.load_store(cfg)
     model = scale.schema_model(store, dataset, data_params)
     for name in args.methods.split(","):
-        family, train, _ = scale.build_method(name, model, store, {})
         for max_strata in (int(m) for m in args.max_strata.split(",")):
-            strata = scale.plan_strata(store.train_sizes, args.batch_users, max_strata)
-            step, opt = scale.make_step(family, model, train, strata)
-            params = family.init_params(jax.random.key(0))
-            state = VIState(params, opt.init(params), jnp.zeros((), jnp.int32))
-            data = scale.strata_data(store, strata, jnp.float64)
+            step, state, data, strata = scale.step_setup(name, store, model, args.batch_users, max_strata)
             compiled, compile_s = scale.compile_chunk(step, CHUNK, jax.random.key(1), state, data)
             jax.block_until_ready(compiled(jax.random.key(1), state, data))  # warm
             times = []

@@ -127,22 +127,20 @@ def test_step_ours_only(benchmark, machine, family, method, params, size):
 def test_step_movielens(benchmark, machine):
     """The scale runner's amortized-potential step: 256 users of a 20,000-user movielens-synth store."""
     from hierbench import scale
-    from hierbench.methods.base import VIState
+    from hierbench.methods.base import TrainConfig
 
     cfg = scale.ScaleConfig(num_users=ML_USERS, batch_users=ML_BATCH, methods=("amortized-potential",))
     store, dataset, data_params = scale.load_store(cfg)
     model = scale.schema_model(store, dataset, data_params)
-    family, train, _ = scale.build_method("amortized-potential", model, store, {})
-    strata = scale.plan_strata(store.train_sizes, cfg.batch_users, cfg.max_strata)
-    step, opt = scale.make_step(family, model, train, strata)
-    params = family.init_params(jax.random.key(0))
-    state = VIState(params, opt.init(params), jnp.zeros((), jnp.int32))
-    data = scale.strata_data(store, strata, jnp.float64)
+    step, state, data, strata = scale.step_setup(
+        "amortized-potential", store, model, cfg.batch_users, cfg.max_strata
+    )
+    num_samples = TrainConfig().num_samples  # the runner's default, as step_setup builds it
     rows = sum(s.alloc * s.width for s in strata)
     users = sum(s.alloc for s in strata)
     real_rows = sum(s.alloc * float(store.train_sizes[s.users].mean()) for s in strata)
     d = store.dim
-    cost = amortized_cost(rows, users, model.dim_global, model.dim_local, d, d + 1, train.num_samples)
+    cost = amortized_cost(rows, users, model.dim_global, model.dim_local, d, d + 1, num_samples)
     info = {
         "family": f"amortized ML B={ML_BATCH}",
         "impl": "ours",
@@ -150,7 +148,7 @@ def test_step_movielens(benchmark, machine):
         "N": ML_USERS,
         "n": round(real_rows / users),
         "d": d,
-        "S": train.num_samples,
+        "S": num_samples,
         "rows_per_step_padded": rows,
         "rows_per_step_expected_real": real_rows,
         "strata": len(strata),
