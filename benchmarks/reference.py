@@ -18,7 +18,9 @@ that failed).
 command that regenerates it, the sha256 of the arrays file) and ``<key>.npz`` (arrays; loaded with
 ``allow_pickle=False``).  ``key`` hashes everything the reference depends on: dataset, data params, a
 fingerprint of the data arrays, sampler settings, seed and this format's version.  A file whose
-hash or key does not match is reported stale/corrupt and rebuilt, never used.
+hash or key does not match is reported stale/corrupt and rebuilt, never used.  ``index.json`` maps
+each dataset name to its references (key, data params, seed, sampler params, files), as posteriordb
+names its posteriors; :func:`save` rewrites it.
 """
 
 from __future__ import annotations
@@ -392,7 +394,79 @@ def save(ref: Reference, draws: np.ndarray | None, root: Path = DEFAULT_ROOT) ->
     }
     text = json.dumps(to_jsonable(meta), indent=1, allow_nan=False) + "\n"
     _atomic_write(meta_path, lambda fh: fh.write(text.encode()))
+    write_index(root)
     return meta_path
+
+
+INDEX_FILE = "index.json"
+
+
+def _command_params(command: str, flag: str) -> dict[str, Any]:
+    """The ``flag k=v`` pairs of a :func:`regenerate_command` (values JSON-decoded where they parse)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return {}
+    out = {}
+    for flag_word, pair in zip(words, words[1:], strict=False):
+        if flag_word == flag and "=" in pair:
+            key, value = pair.split("=", 1)
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key] = value
+    return out
+
+
+def index_entries(root: Path = DEFAULT_ROOT) -> dict[str, list[dict[str, Any]]]:
+    """Every stored reference under ``root`` by dataset name, as posteriordb names its posteriors.
+
+    Each entry gives the ``key``, the ``data_params`` and ``seed`` it was built for, the ``method``
+    and the ``method_params`` given on its regenerate command, whether it passed its gate
+    (``accepted``), when it was made and its ``files`` relative to ``root``.  Unreadable JSON files
+    are left out (:func:`load` reports them).
+    """
+    root = Path(root)
+    index: dict[str, list[dict[str, Any]]] = {}
+    for meta_path in sorted(root.glob("*/*.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+            dataset, key = meta["dataset"], meta["key"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            continue
+        settings = meta.get("settings") or {}
+        command = meta.get("command", "")
+        folder = meta_path.parent.name
+        index.setdefault(dataset, []).append(
+            {
+                "key": key,
+                "data_params": meta.get("data_params", {}),
+                "seed": settings.get("seed"),
+                "method": "nuts" if command.startswith("hierbench reference") else meta.get("source"),
+                "method_params": _command_params(command, "--method-param"),
+                "source": meta.get("source"),
+                "accepted": bool(meta.get("accepted")),
+                "created": meta.get("created"),
+                "files": {"meta": f"{folder}/{meta_path.name}", "arrays": f"{folder}/{meta.get('npz_file')}"},
+            }
+        )
+    for entries in index.values():
+        entries.sort(key=lambda e: (json.dumps(e["data_params"], sort_keys=True), str(e["seed"]), e["key"]))
+    return dict(sorted(index.items()))
+
+
+def write_index(root: Path = DEFAULT_ROOT) -> Path:
+    """Rewrite ``root/index.json`` from the stored metadata (:func:`index_entries`), atomically.
+
+    Called by :func:`save`, so the index is always current; the lock makes concurrent builds
+    (``hierbench references --jobs K``) write it one at a time, each from a fresh scan.
+    """
+    from hierbench._io import atomic_write_text, file_lock
+
+    root = Path(root)
+    with file_lock(root / f"{INDEX_FILE}.lock"):
+        text = json.dumps(to_jsonable(index_entries(root)), indent=1, allow_nan=False) + "\n"
+        return atomic_write_text(root / INDEX_FILE, text)
 
 
 def load(meta_path: Path, expect_key: str | None = None) -> Reference:

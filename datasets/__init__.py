@@ -5,13 +5,20 @@ in :mod:`hierbench.datasets.base`).  To add a dataset:
 
 1. write ``datasets/<name>.py`` with ``make``; give ``make`` keyword params with defaults,
    validate them with :class:`~hierbench.datasets.base.ParamError`, and start its docstring with
-   a one-line description (shown by `hierbench list`);
+   a one-line description (shown by `hierbench list`); beside it, ``TEST_PARAMS`` names the data
+   params of a small, fast instance, which the contract tests (``tests/test_datasets.py``,
+   ``tests/test_methods.py``) build;
 2. add one line ``"<name>": <module>.make`` to :data:`DATASETS` below.
+
+A Stan program, ``datasets/stan/<name with '-' → '_'>.stan`` on ``model.stan_data``, is optional:
+without one ``stan-nuts`` and the Stan VI peers record ``unavailable`` for the dataset.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from typing import Any
 
 from . import chem97, eight_schools, hier_linear, hier_logistic, movielens, movielens_synth, radon
 from .base import HierModel
@@ -25,3 +32,22 @@ DATASETS: dict[str, Callable[..., HierModel]] = {
     "chem97": chem97.make,
     "movielens-synth": movielens_synth.make,
 }
+
+
+def small_params(name: str) -> dict[str, Any]:
+    """The data params of a small, fast instance of dataset ``name``: its module's ``TEST_PARAMS``.
+
+    Raises
+    ------
+    KeyError
+        If ``name`` is not registered.
+    AttributeError
+        If the dataset's module declares no ``TEST_PARAMS`` (the message says where to add it).
+    """
+    module = sys.modules[DATASETS[name].__module__]
+    if not hasattr(module, "TEST_PARAMS"):
+        raise AttributeError(
+            f"dataset {name!r}: {module.__name__} declares no TEST_PARAMS; add the data params of a small, "
+            f"fast instance beside make(), e.g. TEST_PARAMS = {{}} for the default size"
+        )
+    return dict(module.TEST_PARAMS)

@@ -134,6 +134,9 @@ def _validate(num_schools: Any) -> int | None:
     return num_schools
 
 
+TEST_PARAMS: dict[str, object] = {"num_schools": 6}  # a small, fast instance for the contract tests
+
+
 def make(num_schools: int | None = None) -> HierModel:
     """A-level chemistry scores (31,022 students in 2,410 schools): varying intercept and GCSE slope.
 

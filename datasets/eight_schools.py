@@ -75,6 +75,9 @@ def natural(theta: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+TEST_PARAMS: dict[str, object] = {}  # a small, fast instance for the contract tests
+
+
 def make() -> HierModel:
     """Eight schools (Rubin 1981), non-centered as in posteriordb: 8 groups, one observation each.
 

@@ -229,6 +229,9 @@ def simulate(N: int = 100, n: int = 20, d: int = 10, ragged: bool = False, seed:
     return simulate_regression(validate_params(N, n, d, ragged, seed), _draw_gaussian_y)
 
 
+TEST_PARAMS: dict[str, object] = {"N": 6, "n": 5, "d": 3}  # a small, fast instance for the contract tests
+
+
 def make(N: int = 100, n: int = 20, d: int = 10, ragged: bool = False, seed: int = 0) -> HierModel:
     """Conjugate hierarchical linear regression with an exact posterior (Agrawal & Domke 2021).
 

@@ -57,6 +57,9 @@ def simulate(
     return hier_linear.simulate_regression(params, _draw_bernoulli_y)
 
 
+TEST_PARAMS: dict[str, object] = {"N": 6, "n": 5, "d": 3}  # a small, fast instance for the contract tests
+
+
 def make(N: int = 100, n: int = 20, d: int = 10, ragged: bool = False, seed: int = 0) -> HierModel:
     """Hierarchical logistic regression with Gaussian group effects (no exact posterior).
 

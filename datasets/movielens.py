@@ -218,6 +218,9 @@ def _pad(sizes: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarra
     return {"x": x_pad, "y": y_pad, "mask": mask}
 
 
+TEST_PARAMS: dict[str, object] = {"num_users": 6}  # a small, fast instance for the contract tests
+
+
 def make(num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None = None) -> HierModel:
     """MovieLens ratings (100,004 by 671 users): hierarchical logistic regression of liking on genres.
 

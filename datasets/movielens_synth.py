@@ -772,6 +772,9 @@ def write_movielens_csv(store: RatingStore, folder: str | os.PathLike[str]) -> N
 # --------------------------------------------------------------------------- the registered dataset
 
 
+TEST_PARAMS: dict[str, object] = {"num_users": 6}  # a small, fast instance for the contract tests
+
+
 def make(num_users: int = DEFAULT_USERS, seed: int = 0) -> HierModel:
     """MovieLens-25M-shaped synthetic ratings (162,541 users at full size): movielens-small's model.
 

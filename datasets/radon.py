@@ -97,6 +97,9 @@ def load() -> pd.DataFrame:
     return frame.sort_values("county", kind="stable").reset_index(drop=True)
 
 
+TEST_PARAMS: dict[str, object] = {}  # a small, fast instance for the contract tests
+
+
 def make() -> HierModel:
     """Minnesota radon (919 homes, 85 counties): varying intercept and floor slope, non-centered.
 

@@ -71,11 +71,19 @@ def program_file(model: HierModel) -> str:
 
 
 def stan_program(model: HierModel) -> str:
-    """The text of the model's Stan program; :class:`ParamError` if the dataset ships none (or no data)."""
+    """The text of the model's Stan program.
+
+    A Stan program is optional for a dataset: without one this raises :class:`Unavailable` (the run
+    is recorded ``unavailable``); a program without ``model.stan_data`` is the dataset's bug
+    (:class:`ParamError`).
+    """
     resource = importlib.resources.files("hierbench.datasets") / "stan" / program_file(model)
-    if model.stan_data is None or not resource.is_file():
-        missing = "stan_data" if resource.is_file() else f"datasets/stan/{program_file(model)}"
-        raise ParamError(f"dataset {model.name!r} ships no Stan program (no {missing}) for stan-nuts")
+    if not resource.is_file():
+        raise Unavailable(
+            f"unavailable: no Stan program for {model.name} (datasets/stan/{program_file(model)})"
+        )
+    if model.stan_data is None:
+        raise ParamError(f"dataset {model.name!r} ships datasets/stan/{program_file(model)} but no stan_data")
     return resource.read_text(encoding="utf-8")
 
 
@@ -458,10 +466,10 @@ def make(
     Raises
     ------
     ParamError
-        If a parameter is invalid or the dataset ships no Stan program.
+        If a parameter is invalid, or the dataset ships a Stan program without ``stan_data``.
     Unavailable
-        If the requested backend (any backend, for ``"auto"``) is not installed; the message says what
-        to install.
+        If the dataset ships no Stan program, or the requested backend (any backend, for ``"auto"``)
+        is not installed; the message says what is missing.
     """
     chains = check_positive_int("chains", chains)
     warmup = check_positive_int("warmup", warmup, minimum=0)

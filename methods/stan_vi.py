@@ -70,7 +70,7 @@ def _stan_vi(
 
     ``fit`` returns a cmdstanpy fit whose ``stan_variable(name)`` gives ``(draws, *shape)``.
     """
-    program = stan_program(model)  # ParamError when the dataset ships no Stan program
+    program = stan_program(model)  # Unavailable when the dataset ships no Stan program
     _require_cmdstan(name)
     data = dict(model.stan_data or {})
     shapes = natural_shapes(model)

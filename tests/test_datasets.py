@@ -17,7 +17,7 @@ import scipy.stats
 import torch
 from conftest import SMALL_DATA_PARAMS
 
-from hierbench.datasets import DATASETS, hier_linear, hier_logistic
+from hierbench.datasets import DATASETS, hier_linear, hier_logistic, small_params
 from hierbench.datasets.base import (
     ParamError,
     flat_names,
@@ -27,7 +27,7 @@ from hierbench.datasets.base import (
     natural_draws,
     normal_logpdf,
 )
-from hierbench.registry import describe
+from hierbench.registry import describe, parse_params
 
 SIMULATED = ["hier-linear", "hier-logistic"]  # simulated regressions with params N, n, d, ragged, seed
 
@@ -350,8 +350,17 @@ def _stan_program(name):
     return path.read_text() if path.is_file() else None
 
 
-def test_small_params_cover_the_registry():
-    assert set(SMALL_DATA_PARAMS) == set(DATASETS)
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_contract_small_params_are_valid(name):
+    """Each dataset declares its small test instance (``TEST_PARAMS``) with parameters it accepts."""
+    assert SMALL_DATA_PARAMS[name] == small_params(name)
+    assert parse_params("dataset", name, small_params(name)) == small_params(name)
+
+
+def test_a_dataset_without_test_params_says_where_to_add_them(monkeypatch):
+    monkeypatch.delattr(hier_logistic, "TEST_PARAMS")
+    with pytest.raises(AttributeError, match="hier_logistic declares no TEST_PARAMS"):
+        small_params("hier-logistic")
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
@@ -476,12 +485,15 @@ def test_contract_natural_draws(name, small_models):
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
 def test_contract_stan_program(name, small_models):
-    """A shipped Stan program declares every natural name (a parameter or transformed quantity)."""
+    """A shipped Stan program (optional) has its data and declares every natural name (a parameter or
+    transformed quantity)."""
     model = small_models[name]
     program = _stan_program(name)
-    if model.stan_data is None:
-        pytest.skip(f"{name} ships no stan_data")
-    assert program is not None, f"datasets/stan/{name.replace('-', '_')}.stan is missing"
+    if program is None:
+        pytest.skip(f"{name} ships no Stan program (optional: stan-nuts records it unavailable)")
+    assert model.stan_data is not None, (
+        f"{name} ships datasets/stan/{name.replace('-', '_')}.stan but no stan_data"
+    )
     data_block = program[program.index("data {") : program.index("parameters {")]
     for key, value in model.stan_data.items():
         assert re.search(rf"\b{key}\s*;", data_block), f"stan_data[{key!r}] not declared"

@@ -289,3 +289,40 @@ def test_build_all_runs_builds_in_subprocesses_and_reports_failures(tmp_path):
     assert any("no-such-dataset: FAILED (exit 2)" in line for line in logs)
     assert any("hier-linear: ok" in line for line in logs)
     assert "2 datasets" in logs[-2] and "refused or failed: no-such-dataset" in logs[-1]
+
+
+def test_index_names_every_stored_reference(tmp_path):
+    """save() keeps results/references/index.json current; a rebuild from scratch gives the same file."""
+    linear = build_model("hier-linear", {"N": 3, "n": 4, "d": 2})
+    logistic = build_model("hier-logistic", {"N": 3, "n": 4, "d": 2})
+    for name, model, key, shift in [
+        ("hier-linear", linear, "a" * 64, 0.0),
+        ("hier-logistic", logistic, "b" * 64, 1.0),
+    ]:
+        post = _fake_posterior(model, np.random.default_rng(0), shift_chain=shift)
+        post.settings["seed"] = 7
+        cmd = refstore.regenerate_command(name, model.params, 7, {"draws": 500})
+        ref, _ = refstore.from_posterior(name, model, post, key, cmd)
+        refstore.save(ref, None, tmp_path)
+    index_path = tmp_path / "index.json"
+    index = json.loads(index_path.read_text())
+    assert sorted(index) == ["hier-linear", "hier-logistic"]
+    (lin,), (logi,) = index["hier-linear"], index["hier-logistic"]
+    assert lin["key"] == "a" * 64 and lin["data_params"] == linear.params and lin["seed"] == 7
+    assert lin["method"] == "nuts" and lin["method_params"] == {"draws": 500}
+    assert lin["accepted"] and not logi["accepted"]  # the shifted chain fails its R-hat check
+    for entry in (lin, logi):
+        meta_path = tmp_path / entry["files"]["meta"]
+        assert meta_path == refstore.paths(tmp_path, meta_path.parent.name, entry["key"])[0]
+        assert (tmp_path / entry["files"]["arrays"]).is_file()
+    incremental = index_path.read_text()
+    index_path.unlink()
+    refstore.write_index(tmp_path)
+    assert index_path.read_text() == incremental
+
+
+def test_committed_index_is_current():
+    """The committed store's index.json is what write_index would write now."""
+    root = Path(__file__).parents[1] / "results" / "references"
+    want = json.dumps(refstore.to_jsonable(refstore.index_entries(root)), indent=1) + "\n"
+    assert (root / "index.json").read_text() == want

@@ -34,11 +34,31 @@ needs_pystan = pytest.mark.skipif(not _pystan_available(), reason=f"no PyStan 3:
 # Programs and data
 
 
-def test_missing_program_is_a_param_error(small_linear):
-    with pytest.raises(ParamError, match="ships no Stan program"):
+def test_missing_program_is_unavailable_and_missing_data_a_param_error(small_linear):
+    message = "unavailable: no Stan program for no-such-model (datasets/stan/no_such_model.stan)"
+    with pytest.raises(Unavailable) as err:
         stan_nuts.make(dataclasses.replace(small_linear, name="no-such-model"))
-    with pytest.raises(ParamError, match="ships no Stan program.*stan_data"):
+    assert str(err.value) == message
+    with pytest.raises(ParamError, match="ships datasets/stan/hier_linear.stan but no stan_data"):
         stan_nuts.make(dataclasses.replace(small_linear, stan_data=None))
+
+
+@pytest.mark.parametrize(
+    "method", ["stan-nuts", "stan-advi-meanfield", "stan-advi-fullrank", "stan-pathfinder"]
+)
+def test_a_dataset_without_a_stan_program_is_recorded_unavailable(method, monkeypatch):
+    """A Stan program is optional: a dataset without one gets status 'unavailable' from every Stan entry,
+    whether or not Stan itself is installed."""
+    from hierbench.harness import run_one
+
+    def make_unstanned(N: int = 4):
+        """hier-linear under another name, with no datasets/stan/ program."""
+        return dataclasses.replace(hier_linear.make(N=N, n=3, d=2), name="no-stan-model")
+
+    monkeypatch.setitem(DATASETS, "no-stan-model", make_unstanned)
+    rec = run_one(method, "no-stan-model", {}, steps=10, references=None)
+    assert rec["status"] == "unavailable"
+    assert rec["error"] == "unavailable: no Stan program for no-stan-model (datasets/stan/no_stan_model.stan)"
 
 
 @pytest.mark.parametrize("module", [hier_linear, hier_logistic])
