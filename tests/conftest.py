@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import jax
 import pytest
 
-jax.config.update("jax_enable_x64", True)
+import hierbench._jax  # noqa: F401  (float64 on before any test makes an array)
 
 
 @pytest.fixture(scope="session")
