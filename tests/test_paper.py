@@ -42,7 +42,7 @@ def record(
     dataset: str = "hier-linear",
     **extra,
 ) -> dict:
-    """A record in the schema of :mod:`hierbench.records`; ``trace`` is [(wall_s, elbo)], steps 0, 100, 200, ..."""
+    """A valid record (:mod:`hierbench.records`); ``trace`` is [(wall_s, elbo)], steps 0, 100, 200, ..."""
     points = [
         {"step": 100 * k, "wall_s": t, "elbo": e, "elbo_se": elbo_se, "train_neg_elbo": None}
         for k, (t, e) in enumerate(trace or [])
