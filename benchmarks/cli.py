@@ -197,12 +197,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     missing = [f for f in args.records if not Path(f).is_file()]
     if missing:
         raise ParamError(f"no such records file: {', '.join(missing)}")
-    records = read_records(args.records)
+    records = read_records(args.records, warn=False)  # validated; bad lines are counted, said below
+    if records.skipped:
+        print(f"skipped {len(records.skipped)} unreadable record line(s):", file=sys.stderr)
+        for file, line, why in records.skipped:
+            print(f"  {file}:{line}: {why}", file=sys.stderr)
     if not records:
-        raise ParamError("the records files hold no records")
+        raise ParamError(
+            f"the records files hold no readable record ({len(records.skipped)} line(s) skipped)"
+        )
     paths = write_report(records, args.out)
     for name, path in paths.items():
         print(f"{name}: {path}")
+    print(f"{len(records)} record(s) reported; {len(records.skipped)} unreadable line(s) skipped")
     return 0
 
 

@@ -65,12 +65,13 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from hierbench.records import read_records  # noqa: E402
+from hierbench._io import SWEEPS_DIR  # noqa: E402
+from hierbench.records import Record, read_records  # noqa: E402
 from hierbench.report import label as report_label  # noqa: E402
 from hierbench.report import trace_table  # noqa: E402
 
 EXPERIMENTS = ("scaling", "accuracy", "movielens", "theta_collapse")
-DEFAULT_RECORDS_ROOT = Path("results") / "sweeps"  # hierbench.sweep.SWEEPS_DIR (not imported: it loads JAX)
+DEFAULT_RECORDS_ROOT = SWEEPS_DIR
 DEFAULT_OUT = Path("results") / "paper"
 DEFAULT_OUT_QUICK = Path("results") / "paper-quick"
 GAP_FLOOR = 1e-5  # nats/group: log-scale floor of ELBO gaps and KLs (a converged fit's is noise around 0)
@@ -116,8 +117,9 @@ class Source:
 
     experiment: str
     path: Path
-    records: list[dict[str, Any]]
-    read: int  # lines read, before de-duplication
+    records: list[Record]
+    read: int  # records read, before de-duplication
+    skipped: list[tuple[str, int, str]] = field(default_factory=list)  # unreadable lines: file, line, why
 
     def describe(self) -> str:
         """``path (k records)``, for headers and captions."""
@@ -158,32 +160,32 @@ def dedupe(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if cid is None:
             continue
         prev = chosen.get(cid)
-        if prev is None or rec.get("status") != "error" or records[prev].get("status") == "error":
+        if prev is None or rec["status"] != "error" or records[prev]["status"] == "error":
             chosen[cid] = i
     keep = set(chosen.values())
     return [rec for i, rec in enumerate(records) if rec.get("cell_id") is None or i in keep]
 
 
 def load_source(records_root: str | os.PathLike, experiment: str, quick: bool = False) -> Source | None:
-    """An experiment's de-duplicated records, or None when its records file is missing or empty."""
+    """An experiment's de-duplicated records (validated by :func:`hierbench.records.read_records`, which
+    skips and counts unreadable lines), or None when its records file is missing or holds none."""
     path = records_path(records_root, experiment, quick)
     if not path.is_file():
         return None
     records = read_records([path])
     if not records:
         return None
-    return Source(experiment, path, dedupe(records), len(records))
+    return Source(experiment, path, dedupe(records), len(records), records.skipped)
 
 
-def num_groups(rec: dict[str, Any]) -> int | None:
-    """N of a record: ``num_groups``, else (a record of a cell that never built its model) the
-    requested ``N`` or ``num_users``/``num_schools`` where it is a number."""
-    if rec.get("num_groups") is not None:
-        return int(rec["num_groups"])
-    params = rec.get("data_params") or {}
-    for key in ("N", "num_users", "num_schools"):
-        if isinstance(params.get(key), int) and not isinstance(params.get(key), bool):
-            return int(params[key])
+def num_groups(rec: Record) -> int | None:
+    """N of a record: its ``num_groups``, which every record whose model was built has (None for a
+    cell that failed before).  Legacy ``infeasible`` hier-linear records (results/sweeps/accuracy and
+    scaling) predate that; hier-linear's ``N`` is its group count by definition."""
+    if "num_groups" in rec:
+        return rec["num_groups"]
+    if rec["dataset"] == "hier-linear" and isinstance(rec["data_params"].get("N"), int):
+        return rec["data_params"]["N"]
     return None
 
 
@@ -194,18 +196,18 @@ def method_label(rec: dict[str, Any]) -> str:
 
 def status_text(rec: dict[str, Any]) -> str:
     """The status, with the memory an infeasible cell would have needed: ``infeasible (needs 3 GiB)``."""
-    status = str(rec.get("status"))
+    status = rec["status"]
     if status == "infeasible" and rec.get("memory_bytes") is not None:
         return f"infeasible (needs {rec['memory_bytes'] / GIB:.3g} GiB)"
     return status
 
 
 def is_ok(rec: dict[str, Any]) -> bool:
-    return rec.get("status") == "ok"
+    return rec["status"] == "ok"
 
 
 def _mp(rec: dict[str, Any]) -> dict[str, Any]:
-    return rec.get("method_params") or (rec.get("cell") or {}).get("method_params") or {}
+    return rec["method_params"]
 
 
 def _full_data(rec: dict[str, Any]) -> bool:
@@ -216,15 +218,13 @@ def is_amortized_potential(rec: dict[str, Any]) -> bool:
     """Amortized VI with the potential head, conditioned on θ (the headline's fast method)."""
     mp = _mp(rec)
     return (
-        rec.get("method") == "amortized"
-        and mp.get("head") == "potential"
-        and mp.get("condition_on_theta", True)
+        rec["method"] == "amortized" and mp.get("head") == "potential" and mp.get("condition_on_theta", True)
     )
 
 
 def is_branch_full(rec: dict[str, Any]) -> bool:
     """Branch VI on the full data each step (the headline's reference method)."""
-    return rec.get("method") == "branch" and _full_data(rec)
+    return rec["method"] == "branch" and _full_data(rec)
 
 
 def method_order(records: list[dict[str, Any]]) -> list[str]:
@@ -529,18 +529,20 @@ def movielens_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     for rec in records:
         rows.append(
             {
-                "dataset": rec.get("dataset"),
+                "dataset": rec["dataset"],
                 "N": num_groups(rec),
                 "method": method_label(rec),
-                "seed": rec.get("seed"),
+                "seed": rec["seed"],
                 "status": status_text(rec),
-                "elbo": rec.get("elbo"),
-                "elbo_se": rec.get("elbo_se"),
-                "heldout_lpd_per_obs": rec.get("heldout_lpd_per_obs"),
-                "steps": rec.get("steps"),
-                "wall_s": rec.get("wall_s"),
+                "elbo": rec["elbo"],
+                "elbo_se": rec["elbo_se"],
+                "heldout_lpd_per_obs": rec.get(
+                    "heldout_lpd_per_obs"
+                ),  # optional: datasets with held-out rows
+                "steps": rec["steps"],
+                "wall_s": rec["wall_s"],
                 "steps_per_s": rec.get("steps_per_s"),
-                "compile_s": rec.get("compile_s"),
+                "compile_s": rec["compile_s"],
                 "global_std_mean_err": _get(rec, ACCURACY_METRICS["global_std_mean_err"]),
                 "local_std_mean_err": _get(rec, ACCURACY_METRICS["local_std_mean_err"]),
             }
@@ -559,14 +561,14 @@ def theta_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     kl: dict[tuple[str, Any], dict[bool, dict[Any, float]]] = {}
     statuses: dict[tuple[str, Any], list[str]] = {}
     for rec in records:
-        if rec.get("method") != "amortized":
+        if rec["method"] != "amortized":
             continue
         head, conditioned = _theta_key(rec)
         key = (head, num_groups(rec))
         statuses.setdefault(key, []).append(status_text(rec))
         per_seed = kl.setdefault(key, {True: {}, False: {}})[conditioned]
-        if is_ok(rec) and rec.get("kl_per_group") is not None:
-            per_seed[rec.get("seed")] = float(rec["kl_per_group"])
+        if is_ok(rec) and rec["kl_per_group"] is not None:
+            per_seed[rec["seed"]] = float(rec["kl_per_group"])
     rows = []
     for (head, size), variants in kl.items():
         row: dict[str, Any] = {"head": head, "N": size, "status": _statuses(statuses[(head, size)])}
@@ -1195,7 +1197,7 @@ def write_index(result: PaperResult, sources: dict[str, Source], command: str, q
         source = sources[exp]
         fig, table = STEMS[exp]
         prov = provenance(source.records)
-        statuses = Counter(str(r.get("status")) for r in source.records)
+        statuses = Counter(r["status"] for r in source.records)
         lines += [
             f"- Figure {num}: [`{fig}.png`]({fig}.png) ([PDF]({fig}.pdf)): {FIGURE_TEXT[exp]}",
             f"- Table {num}: [`{table}.md`]({table}.md) ([CSV]({table}.csv))",
@@ -1204,6 +1206,14 @@ def write_index(result: PaperResult, sources: dict[str, Source], command: str, q
             + (
                 f", {source.read - len(source.records)} superseded record(s) of retried cells skipped"
                 if source.read > len(source.records)
+                else ""
+            )
+            + (
+                f", {len(source.skipped)} unreadable line(s) skipped ("
+                + ", ".join(f"line {line}: {why}" for _, line, why in source.skipped[:5])
+                + (", ..." if len(source.skipped) > 5 else "")
+                + ")"
+                if source.skipped
                 else ""
             )
             + "; statuses: "

@@ -89,6 +89,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def compare(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (dataset, N, family): both runs' scores, timings and the ratios ours/numpyro."""
+    # num_groups: every record whose model was built has it; one that failed before cannot be paired
     by_key = {(r["dataset"], r.get("num_groups"), r["method"]): r for r in records}
     rows = []
     for dataset in DATASETS:
@@ -104,12 +105,12 @@ def compare(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 target = min(a["elbo"], b["elbo"]) if ok else None
                 tt_a = time_to_target(a, target) if ok else None
                 tt_b = time_to_target(b, target) if ok else None
-                row |= {
-                    "elbo_ours": a.get("elbo"),
-                    "se_ours": a.get("elbo_se"),
-                    "elbo_numpyro": b.get("elbo"),
-                    "se_numpyro": b.get("elbo_se"),
-                    "steps": a.get("steps"),
+                row |= {  # records are validated (hierbench.records.read_records): REQUIRED fields are there
+                    "elbo_ours": a["elbo"],
+                    "se_ours": a["elbo_se"],
+                    "elbo_numpyro": b["elbo"],
+                    "se_numpyro": b["elbo_se"],
+                    "steps": a["steps"],
                     "steps_per_s_ours": a.get("steps_per_s"),
                     "steps_per_s_numpyro": b.get("steps_per_s"),
                     "steps_per_s_ratio": _ratio(a.get("steps_per_s"), b.get("steps_per_s")),
@@ -117,9 +118,9 @@ def compare(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "tt_target_ours": tt_a,
                     "tt_target_numpyro": tt_b,
                     "tt_target_ratio": _ratio(tt_a, tt_b),
-                    "compile_s_ours": a.get("compile_s"),
-                    "compile_s_numpyro": b.get("compile_s"),
-                    "compile_s_ratio": _ratio(a.get("compile_s"), b.get("compile_s")),
+                    "compile_s_ours": a["compile_s"],
+                    "compile_s_numpyro": b["compile_s"],
+                    "compile_s_ratio": _ratio(a["compile_s"], b["compile_s"]),
                 }
                 rows.append(row)
     return rows

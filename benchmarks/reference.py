@@ -30,7 +30,6 @@ import json
 import multiprocessing
 import os
 import shlex
-import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -42,6 +41,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from hierbench._io import REFERENCES_DIR, atomic_write, atomic_write_text, file_lock
 from hierbench.datasets.base import HierModel, flat_names
 from hierbench.methods.base import Posterior, Sampler
 from hierbench.records import env_info, to_jsonable
@@ -51,7 +51,7 @@ with warnings.catch_warnings():  # ArviZ 0.x announces its 1.0 refactor on impor
     import arviz as az
 
 FORMAT_VERSION = 1
-DEFAULT_ROOT = Path("results") / "references"
+DEFAULT_ROOT = REFERENCES_DIR  # the store's default folder (hierbench._io.REFERENCES_DIR)
 QUANTILE_LEVELS = (np.arange(100) + 0.5) / 100
 MAX_STORED_FLOATS = 2_000_000
 # Sampler settings `hierbench reference` (and `make references`) uses per dataset, on top of the nuts
@@ -357,21 +357,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a store is meant to be shared and committed
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def paths(root: Path, dataset: str, key: str) -> tuple[Path, Path]:
     """The (json, npz) files of a reference."""
     base = Path(root) / dataset / key[:16]
@@ -385,7 +370,7 @@ def save(ref: Reference, draws: np.ndarray | None, root: Path = DEFAULT_ROOT) ->
     arrays["quantile_levels"] = QUANTILE_LEVELS
     if draws is not None:
         arrays["draws"] = draws
-    _atomic_write(npz_path, lambda fh: np.savez_compressed(fh, **arrays))
+    atomic_write(npz_path, lambda fh: np.savez_compressed(fh, **arrays))
     meta = dict(ref.meta) | {
         "natural_names": ref.natural_names,
         "npz_file": npz_path.name,
@@ -393,7 +378,7 @@ def save(ref: Reference, draws: np.ndarray | None, root: Path = DEFAULT_ROOT) ->
         "has_draws": draws is not None,
     }
     text = json.dumps(to_jsonable(meta), indent=1, allow_nan=False) + "\n"
-    _atomic_write(meta_path, lambda fh: fh.write(text.encode()))
+    atomic_write_text(meta_path, text)
     write_index(root)
     return meta_path
 
@@ -461,8 +446,6 @@ def write_index(root: Path = DEFAULT_ROOT) -> Path:
     Called by :func:`save`, so the index is always current; the lock makes concurrent builds
     (``hierbench references --jobs K``) write it one at a time, each from a fresh scan.
     """
-    from hierbench._io import atomic_write_text, file_lock
-
     root = Path(root)
     with file_lock(root / f"{INDEX_FILE}.lock"):
         text = json.dumps(to_jsonable(index_entries(root)), indent=1, allow_nan=False) + "\n"

@@ -64,8 +64,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -75,6 +73,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hierbench._io import BASELINES_DIR, REFERENCES_DIR, atomic_write_text
 from hierbench.datasets.base import ParamError
 
 FORMAT_VERSION = 1
@@ -84,8 +83,6 @@ REGRESS_SEED0 = 2000  # regress seeds: 2000, 2001, ... (disjoint from the baseli
 BASELINE_REPEATS = 5  # seeds per entry in the baseline
 REGRESS_REPEATS = 3  # seeds per entry in a regress run
 MAX_REPEATS = 100  # keeps the two seed ranges disjoint
-BASELINE_DIR = Path("results") / "baselines"
-DEFAULT_REFERENCES = Path("results") / "references"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,12 +119,13 @@ REFERENCE_METRICS = ("elbo_per_group", *ACCURACY_METRICS)
 
 def extract_metrics(record: dict[str, Any], names: Iterable[str]) -> dict[str, float]:
     """The named metrics of one record (NaN where the record has no value, e.g. a failed run)."""
-    acc = record.get("accuracy") or {}
-    ok = record.get("status") == "ok"
-    elbo, groups = record.get("elbo"), record.get("num_groups")
+    acc = record.get("accuracy") or {}  # optional: absent without a reference
+    ok = record["status"] == "ok"
+    elbo = record["elbo"]
     values = {
-        "elbo_per_group": elbo / groups if ok and elbo is not None and groups else None,
-        "kl_per_group": record.get("kl_per_group") if ok else None,
+        # every record that ran has num_groups
+        "elbo_per_group": elbo / record["num_groups"] if ok and elbo is not None else None,
+        "kl_per_group": record["kl_per_group"] if ok else None,
     }
     for block in ("global", "local"):
         scores = acc.get(block) or {}
@@ -266,7 +264,7 @@ def seeds(first: int, repeats: int) -> list[int]:
     return list(range(first, first + repeats))
 
 
-def reference_notes(suite: Suite, references: str | Path | None = DEFAULT_REFERENCES) -> dict[str, str]:
+def reference_notes(suite: Suite, references: str | Path | None = REFERENCES_DIR) -> dict[str, str]:
     """Per entry, which ground truth its accuracy metrics are scored against.
 
     Raises
@@ -303,7 +301,7 @@ def reference_notes(suite: Suite, references: str | Path | None = DEFAULT_REFERE
 def run_suite(
     suite: Suite,
     run_seeds: Iterable[int],
-    references: str | Path | None = DEFAULT_REFERENCES,
+    references: str | Path | None = REFERENCES_DIR,
     log: Callable[[str], None] | None = None,
     compilation_cache: bool = True,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
@@ -333,7 +331,7 @@ def run_suite(
     from hierbench.harness import run_one
 
     if compilation_cache:
-        from hierbench.methods.nuts import enable_compilation_cache
+        from hierbench._jax import enable_compilation_cache
 
         enable_compilation_cache()
     run_seeds = list(run_seeds)
@@ -361,10 +359,10 @@ def run_suite(
                 "entry": entry.name,
                 "seed": seed,
                 "status": record["status"],
-                "elbo": record.get("elbo"),
-                "steps": record.get("steps"),
-                "wall_s": record.get("wall_s"),
-                "compile_s": record.get("compile_s"),
+                "elbo": record["elbo"],
+                "steps": record["steps"],
+                "wall_s": record["wall_s"],
+                "compile_s": record["compile_s"],
                 "total_s": total_s,
             }
             if record.get("error"):
@@ -374,7 +372,7 @@ def run_suite(
                 extra = f" ({record['error']})" if record["status"] != "ok" and record.get("error") else ""
                 log(
                     f"[{len(runs)}/{total}] {entry.name} seed {seed}: {record['status']}{extra}, "
-                    f"{total_s:.1f} s (train {record.get('wall_s') or 0:.1f} s)"
+                    f"{total_s:.1f} s (train {record['wall_s']:.1f} s)"
                 )
     return pd.DataFrame(rows, columns=["entry", "metric", "seed", "value"]), runs
 
@@ -535,7 +533,7 @@ def format_comparison(comparison: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- the baseline file
 def default_baseline_path(suite: str) -> Path:
     """``results/baselines/<suite>.json``."""
-    return BASELINE_DIR / f"{suite}.json"
+    return BASELINES_DIR / f"{suite}.json"
 
 
 def update_command(suite: str, path: str | Path | None = None) -> str:
@@ -586,7 +584,7 @@ def write_baseline(
         "runs": runs,
     }
     text = json.dumps(to_jsonable(doc), indent=1, allow_nan=False) + "\n"
-    _atomic_write_text(Path(path), text)
+    atomic_write_text(path, text)
     return doc
 
 
@@ -632,21 +630,6 @@ def load_baseline(path: str | Path, suite: Suite, references: dict[str, str] | N
     return doc
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # --------------------------------------------------------------------------- the two commands
 def _stderr(msg: str) -> None:
     import sys
@@ -658,7 +641,7 @@ def baseline_update(
     suite_name: str = "quick",
     repeats: int = BASELINE_REPEATS,
     out: str | Path | None = None,
-    references: str | Path | None = DEFAULT_REFERENCES,
+    references: str | Path | None = REFERENCES_DIR,
     log: Callable[[str], None] = _stderr,
 ) -> int:
     """``hierbench baseline update``: run the suite with the baseline seeds and write the baseline.
@@ -691,7 +674,7 @@ def regress(
     suite_name: str = "quick",
     repeats: int = REGRESS_REPEATS,
     baseline: str | Path | None = None,
-    references: str | Path | None = DEFAULT_REFERENCES,
+    references: str | Path | None = REFERENCES_DIR,
     log: Callable[[str], None] = _stderr,
 ) -> int:
     """``hierbench regress``: rerun the suite with the regress seeds and compare with the baseline.

@@ -25,10 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+import hierbench._jax  # noqa: F401  (float64 on: scoring is always float64)
 from hierbench.datasets.base import HierModel, full_data_log_joint, row_layout
 from hierbench.methods.base import Method
-
-jax.config.update("jax_enable_x64", True)
 
 MAX_CHUNK_FLOATS = 2**24  # 128 MiB of float64 per chunk
 MAX_LOCAL_GROUPS = 1000  # z draws kept for accuracy scores: the first this many groups

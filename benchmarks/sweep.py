@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import itertools
@@ -96,11 +95,12 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from hierbench._io import REFERENCES_DIR, SWEEPS_DIR, file_lock, seal
 from hierbench.datasets.base import ParamError
+from hierbench.records import Record, append_record, failed_record, read_records
+from hierbench.records import validate as validate_record
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
-SWEEPS_DIR = Path("results") / "sweeps"
-DEFAULT_REFERENCES = Path("results") / "references"
 
 TOP_KEYS = ("experiment", "defaults", "runs", "quick")
 EXPERIMENT_KEYS = ("name", "description")
@@ -415,8 +415,8 @@ def pending(
     runs again."""
     statuses: dict[str, set[str]] = {}
     for rec in records:
-        if rec.get("cell_id"):
-            statuses.setdefault(rec["cell_id"], set()).add(rec.get("status"))
+        if rec.get("cell_id"):  # records are validated (status is there); cell_id is a sweep's field
+            statuses.setdefault(rec["cell_id"], set()).add(rec["status"])
     todo, skip = [], []
     for cell in cells:
         seen = statuses.get(cell.cell_id)
@@ -454,54 +454,20 @@ def run_cell(kwargs: dict[str, Any], options: dict[str, Any] | None = None) -> d
         from hierbench.harness import run_one
 
         if options.get("compilation_cache"):
-            from hierbench.methods.nuts import enable_compilation_cache
+            from hierbench._jax import enable_compilation_cache
 
             enable_compilation_cache()
         return run_one(**kwargs, progress=False, references=options.get("references"))
     except Exception as err:
-        return error_record(kwargs, f"{type(err).__name__}: {err}", traceback.format_exc())
+        return _exception_record(kwargs, err, traceback.format_exc())
 
 
-def error_record(kwargs: dict[str, Any], message: str, tb: str | None = None) -> dict[str, Any]:
-    """A record of a cell that produced no record of its own (an exception, a dead worker)."""
-    record = {
-        "record_id": uuid.uuid4().hex,
-        "method": kwargs.get("method"),
-        "dataset": kwargs.get("dataset"),
-        "data_params": dict(kwargs.get("data_params") or {}),
-        "method_params": dict(kwargs.get("method_params") or {}),
-        "seed": kwargs.get("seed"),
-        "status": "error",
-        "error": message,
-        "elbo": None,
-        "elbo_se": None,
-        "log_evidence": None,
-        "kl": None,
-        "kl_per_group": None,
-        "global_mean": None,
-        "global_sd": None,
-        "steps": 0,
-        "grad_evals": 0,
-        "wall_s": 0.0,
-        "compile_s": None,
-        "trace": [],
-    }
-    if tb:
-        record["traceback"] = tb
-    try:
-        from hierbench.records import env_info
-
-        record["env"] = env_info(None)
-    except Exception:  # provenance is best effort here
-        record["env"] = None
-    return record
+WORKER_CRASHED = "WorkerCrashed: the worker process running this cell died (a segfault, or out of memory?)"
 
 
-def _crash_record(cell: Cell) -> dict[str, Any]:
-    return error_record(
-        cell.kwargs,
-        "WorkerCrashed: the worker process running this cell died (a segfault, or killed for memory?)",
-    )
+def _exception_record(kwargs: dict[str, Any], err: BaseException, tb: str | None = None) -> Record:
+    """The ``error`` record (:func:`hierbench.records.failed_record`) of a cell whose run raised."""
+    return failed_record(kwargs, "error", f"{type(err).__name__}: {err}", **({"traceback": tb} if tb else {}))
 
 
 def _cpus() -> list[int]:
@@ -599,9 +565,7 @@ def _pool_pass(
                         continue
                     finish(
                         cell,
-                        fut.result()
-                        if err is None
-                        else error_record(cell.kwargs, f"{type(err).__name__}: {err}"),
+                        fut.result() if err is None else _exception_record(cell.kwargs, err),
                     )
                     finished += 1
                 if suspects:
@@ -621,7 +585,7 @@ def _run_local(todo: list[Cell], jobs: int, runner: Runner, options: dict[str, A
         if not suspects and not finished and queue:
             raise RuntimeError("the worker processes died before running any cell")
         if len(suspects) == 1:  # the only cell in flight killed its worker
-            finish(suspects[0], _crash_record(suspects[0]))
+            finish(suspects[0], failed_record(suspects[0].kwargs, "error", WORKER_CRASHED))
         elif suspects:  # several were in flight: rerun them one at a time to find the culprit(s)
             _run_local(suspects, 1, runner, options, finish)
 
@@ -655,7 +619,7 @@ def _run_dask(todo: list[Cell], scheduler: Any, runner: Runner, options: dict[st
                 try:
                     record = fut.result()
                 except Exception as err:  # e.g. KilledWorker: the cell kept killing its workers
-                    record = error_record(cell.kwargs, f"{type(err).__name__}: {err}")
+                    record = _exception_record(cell.kwargs, err)
                 finish(cell, record)
                 fut.release()
         except BaseException:
@@ -663,30 +627,18 @@ def _run_dask(todo: list[Cell], scheduler: Any, runner: Runner, options: dict[st
             raise
 
 
-@contextlib.contextmanager
-def _sweep_lock(out: Path) -> Iterator[None]:
-    out.parent.mkdir(parents=True, exist_ok=True)
+def _sweep_lock(out: Path) -> contextlib.ExitStack:
+    """Hold ``<out>.lock`` (:func:`hierbench._io.file_lock`) for the sweep, or raise :class:`ParamError`
+    at once if another sweep holds it."""
     lock_path = out.with_name(out.name + ".lock")
-    with open(lock_path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ParamError(
-                f"another sweep is writing {out} (lock {lock_path}); wait for it or choose another --out"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _seal(out: Path) -> None:
-    """End a torn last line (a crash mid-append) so that the next record starts a line of its own."""
-    if out.is_file() and out.stat().st_size:
-        with open(out, "rb+") as fh:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                fh.write(b"\n")
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(file_lock(lock_path, blocking=False))
+    except BlockingIOError:
+        raise ParamError(
+            f"another sweep is writing {out} (lock {lock_path}); wait for it or choose another --out"
+        ) from None
+    return stack
 
 
 def _describe(cell: Cell) -> str:
@@ -697,15 +649,15 @@ def _describe(cell: Cell) -> str:
     )
 
 
-def _outcome(record: dict[str, Any]) -> str:
-    parts = [f"{record.get('status')}"]
-    if record.get("kl_per_group") is not None:
+def _outcome(record: Record) -> str:
+    parts = [record["status"]]
+    if record["kl_per_group"] is not None:
         parts.append(f"KL/N {record['kl_per_group']:.3g}")
-    elif record.get("elbo") is not None:
+    elif record["elbo"] is not None:
         parts.append(f"ELBO {record['elbo']:.4g}")
-    if record.get("wall_s"):
+    if record["wall_s"]:
         parts.append(f"{record['wall_s']:.1f} s")
-    if record.get("status") == "error" and record.get("error"):
+    if record["status"] == "error" and record.get("error"):
         parts.append(str(record["error"]).splitlines()[0][:200])
     return ", ".join(parts)
 
@@ -720,7 +672,7 @@ def run_sweep(
     scheduler: Any = None,
     retry_failed: bool = False,
     dry_run: bool = False,
-    references: str | os.PathLike | None = DEFAULT_REFERENCES,
+    references: str | os.PathLike | None = REFERENCES_DIR,
     compilation_cache: bool = False,
     progress: bool | None = None,
     runner: Runner = run_cell,
@@ -770,8 +722,6 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
-    from hierbench.records import append_record, read_records
-
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(find_experiment(experiment))
     if executor not in EXECUTORS:
@@ -789,7 +739,7 @@ def run_sweep(
     }
     name = experiment.name + ("-quick" if quick else "")
 
-    def read_existing() -> list[dict[str, Any]]:
+    def read_existing() -> list[Record]:  # validated; unreadable lines are skipped with a warning
         return read_records([out]) if out.is_file() else []
 
     if dry_run:
@@ -803,13 +753,13 @@ def run_sweep(
 
     t0 = time.perf_counter()
     with _sweep_lock(out):
-        _seal(out)
+        seal(out)
         existing = read_existing()
         todo, skip = pending(cells, existing, retry_failed)
         result = SweepResult(name, out, len(cells), skipped=len(skip))
         statuses: dict[str, set[str]] = {}
         for rec in existing:
-            statuses.setdefault(rec.get("cell_id"), set()).add(rec.get("status"))
+            statuses.setdefault(rec.get("cell_id"), set()).add(rec["status"])
         bar = tqdm(
             total=len(todo),
             desc=f"sweep {name}",
@@ -820,6 +770,11 @@ def run_sweep(
         counter = itertools.count(1)
 
         def finish(cell: Cell, record: dict[str, Any]) -> None:
+            problems = validate_record(record)
+            if problems:  # written as is, the line would be skipped on resume and the cell rerun forever
+                record = failed_record(
+                    cell.kwargs, "error", f"the runner returned an invalid record: {'; '.join(problems)}"
+                )
             record = dict(record) | {
                 "experiment": experiment.name,
                 "cell_id": cell.cell_id,
@@ -829,7 +784,7 @@ def run_sweep(
                 "compilation_cache": options["compilation_cache"],
             }
             append_record(out, record)
-            status = record.get("status")
+            status = record["status"]
             statuses.setdefault(cell.cell_id, set()).add(status)
             result.ran[status] += 1
             bar.update(1)
@@ -846,9 +801,7 @@ def run_sweep(
                     try:
                         record = runner(cell.kwargs, options)
                     except Exception as err:  # a custom runner that raises
-                        record = error_record(
-                            cell.kwargs, f"{type(err).__name__}: {err}", traceback.format_exc()
-                        )
+                        record = _exception_record(cell.kwargs, err, traceback.format_exc())
                     finish(cell, record)
             elif todo:
                 _run_local(todo, jobs, runner, options, finish)

@@ -41,7 +41,7 @@ so the first K users are the same at any ``num_users`` ≥ K.  The result is a :
 per rating the movie index (int32) and y (uint8), each user's ratings contiguous with its training
 ratings first, per-user CSR offsets, and the movie × feature table (uint8), 5 bytes a rating:
 121.5 MiB at full size (seed 0), against 8 · N · n_max · (d + 2) ≈ 0.42 TB padded.  It is cached as an
-npz under ``<cache_dir>/data`` (:func:`hierbench.methods.base.cache_dir`) whose name holds a hash of
+npz under ``<cache_dir>/data`` (:func:`hierbench._io.cache_dir`) whose name holds a hash of
 the parameters, the generator's constants and the format version; the file also stores that key
 and a SHA-256 of its arrays, and one that does not match is rebuilt, never used.
 
@@ -66,7 +66,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -76,6 +75,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from hierbench._io import atomic_write, cache_dir
 
 from . import movielens
 from .base import HierModel, ParamError, check_positive_int, pad_groups
@@ -544,16 +545,13 @@ def _key_text(key: dict[str, Any]) -> str:
 
 def cache_path(key: dict[str, Any], prefix: str = "movielens-synth") -> Path:
     """Where the store with this key is cached: ``<cache_dir>/data/<prefix>-v<format>-<hash>.npz``."""
-    from hierbench.methods.base import cache_dir  # lazy: methods import the datasets package
-
     digest = hashlib.sha256(_key_text(key).encode()).hexdigest()[:24]
     return cache_dir() / "data" / f"{prefix}-v{FORMAT_VERSION}-{digest}.npz"
 
 
 def save_store(store: RatingStore, path: Path, key: dict[str, Any]) -> None:
-    """Write ``store`` as an npz (atomically: a temporary file, then a rename) with its key and checksum."""
+    """Write ``store`` as an npz, atomically (:func:`hierbench._io.atomic_write`), with key and checksum."""
     arrays = {name: getattr(store, name) for name in RatingStore.ARRAYS}
-    path.parent.mkdir(parents=True, exist_ok=True)
     extra = {
         "format": np.asarray(FORMAT_VERSION),
         "key": np.asarray(_key_text(key)),
@@ -561,15 +559,7 @@ def save_store(store: RatingStore, path: Path, key: dict[str, Any]) -> None:
         "meta": np.asarray(json.dumps(store.meta, sort_keys=True)),
         "checksum": np.asarray(_checksum(arrays)),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays, **extra)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from other users of the checkout
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, **arrays, **extra))
 
 
 class StaleCache(ValueError):

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -30,9 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import hierbench._jax  # noqa: F401  (float64 on: scoring is float64 whatever the training dtype)
 from hierbench.datasets.base import HierModel, ParamError, log_joint_rows, row_layout
-
-jax.config.update("jax_enable_x64", True)  # float64 must be available for off-clock scoring
 
 Params = Any  # a pytree of arrays
 Data = dict[str, jax.Array]
@@ -84,12 +81,6 @@ class Method(NamedTuple):
     config: dict[str, Any]
     sample_global: Callable[[jax.Array, Params, int], jax.Array] | None = None
     sample_local: Callable[..., tuple[jax.Array, jax.Array, jax.Array]] | None = None
-
-
-def cache_dir() -> Path:
-    """Project-local cache folder (compiled XLA programs, Stan models): ``$HIERBENCH_CACHE_DIR`` or
-    ``.cache/hierbench`` under the current directory."""
-    return Path(os.environ.get("HIERBENCH_CACHE_DIR", Path.cwd() / ".cache" / "hierbench"))
 
 
 MAX_STRATA = 3  # size strata of a minibatch on ragged groups (see make_vi)

@@ -10,8 +10,8 @@ Chains start from a mean-field VI fit (``init="meanfield"``, default): each chai
 q, the inverse mass matrix at q's variances; windowed adaptation then proceeds as in Stan.  This
 spares the first adaptation window the tiny step sizes of a badly scaled posterior.  ``init="uniform"``
 is Stan's default, Uniform(−2, 2) on every unconstrained coordinate.  XLA's persistent compilation
-cache is switched on in a project-local folder (:func:`enable_compilation_cache`), so a rerun does not
-recompile.
+cache is switched on in a project-local folder (:func:`hierbench._jax.enable_compilation_cache`), so a
+rerun does not recompile.
 
 Compilation is timed apart from sampling: chain initialization and a chunk of ``CHUNK`` iterations
 of every chain are compiled ahead of time (``compile_s``: tracing + XLA, or a persistent-cache hit);
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -36,6 +35,7 @@ import numpyro
 from numpyro.infer.hmc import hmc
 from tqdm.auto import tqdm
 
+from hierbench._jax import enable_compilation_cache
 from hierbench.datasets.base import (
     HierModel,
     ParamError,
@@ -43,19 +43,9 @@ from hierbench.datasets.base import (
     full_data_log_joint,
     natural_draws,
 )
-from hierbench.methods.base import Posterior, Sampler, cache_dir
+from hierbench.methods.base import Posterior, Sampler
 
 CHUNK = 50  # iterations per compiled call: progress is reported between calls
-
-
-def enable_compilation_cache() -> Path:
-    """Turn on JAX's persistent compilation cache in ``cache_dir()/jax`` (idempotent)."""
-    path = cache_dir() / "jax"
-    path.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
 
 
 def _as_jax64(tree: Any) -> Any:

@@ -51,8 +51,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from hierbench._io import atomic_write_text, cache_dir, file_lock
 from hierbench.datasets.base import HierModel, ParamError, check_positive_int, natural_draws
-from hierbench.methods.base import Posterior, Sampler, Unavailable, cache_dir, check_choice
+from hierbench.methods.base import Posterior, Sampler, Unavailable, check_choice
 
 PYSTAN_REQUIREMENT = "pystan==3.10.0"
 INSTALL_HINT = (
@@ -193,27 +194,6 @@ def _check_shapes(
             )
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (POSIX ``flock``; a no-op where it is missing).
-
-    Serializes compiling one program across processes (e.g. pytest-xdist workers), which would
-    otherwise write the same files in the shared cache at the same time.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: PyStan does not run there; cmdstanpy compiles unlocked
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # --------------------------------------------------------------------------------------------------
 # PyStan 3
 
@@ -336,7 +316,7 @@ def _run_pystan(
     _clear_pystan_fits()
     try:
         start = time.perf_counter()
-        with _captured_output(stderr_fd=True), _file_lock(_httpstan_build_lock(program)):
+        with _captured_output(stderr_fd=True), file_lock(_httpstan_build_lock(program)):
             posterior = stan.build(program, data=data, random_seed=seed)
         compile_s = time.perf_counter() - start
         with _captured_output():
@@ -382,9 +362,7 @@ def _cmdstan_stan_file(name: str, program: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = (folder / f"{name}-{digest}.stan").resolve()
     if not path.is_file():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(program, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, program)
     return path
 
 
@@ -400,7 +378,7 @@ def _run_cmdstanpy(
 
     stan_file = _cmdstan_stan_file(name, program)
     start = time.perf_counter()
-    with _file_lock(stan_file.with_suffix(".lock")):
+    with file_lock(stan_file.with_suffix(".lock")):
         model = cmdstanpy.CmdStanModel(stan_file=str(stan_file))
     compile_s = time.perf_counter() - start
     chains = cfg["chains"]

@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from hierbench._io import file_lock
 from hierbench.datasets.base import HierModel, ParamError, check_positive_int
 from hierbench.methods.base import Posterior, Sampler, Unavailable
 from hierbench.methods.stan_nuts import (
     MAX_SEED,
     _cmdstan_stan_file,
     _cmdstanpy_problem,
-    _file_lock,
     natural_shapes,
     program_file,
     stan_program,
@@ -84,7 +84,7 @@ def _stan_vi(
             raise ParamError(f"seed must be at most {MAX_SEED} (Stan seeds are 32-bit), got {seed}")
         stan_file = _cmdstan_stan_file(program_file(model).removesuffix(".stan"), program)
         start = time.perf_counter()
-        with _file_lock(stan_file.with_suffix(".lock")):
+        with file_lock(stan_file.with_suffix(".lock")):
             cmdstan_model = cmdstanpy.CmdStanModel(stan_file=str(stan_file))
         compile_s = time.perf_counter() - start
         start = time.perf_counter()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import jax
 import pytest
 
+import hierbench._jax  # noqa: F401  (float64 on before any test makes an array)
 from hierbench.datasets import DATASETS, small_params
-
-jax.config.update("jax_enable_x64", True)
 
 
 @pytest.fixture(scope="session")

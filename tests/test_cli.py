@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hierbench.cli import main
-from hierbench.records import append_record, read_records
+from hierbench.records import append_record, new_record, read_records
 
 REQUIRED = {
     "method",
@@ -160,12 +160,14 @@ def test_report_writes_tables_and_figures(tmp_path):
 
 def test_torn_last_line_is_skipped(tmp_path):
     path = tmp_path / "r.jsonl"
-    append_record(path, {"a": 1, "x": float("nan"), "v": np.arange(3)})
+    rec = new_record("meanfield", "hier-linear") | {"x": float("nan"), "v": np.arange(3)}
+    append_record(path, rec)
     with open(path, "a") as fh:
         fh.write('{"a": 2, "trunc')  # a crash mid-write
     with pytest.warns(UserWarning, match="not complete JSON"):
         recs = read_records([path])
-    assert recs == [{"a": 1, "x": None, "v": [0, 1, 2]}]
+    assert recs == [rec | {"x": None, "v": [0, 1, 2]}]
+    assert recs.skipped == [(str(path), 2, "not complete JSON")]
 
 
 def test_overflowing_log_weights_are_not_an_elbo():

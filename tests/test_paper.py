@@ -42,7 +42,7 @@ def record(
     dataset: str = "hier-linear",
     **extra,
 ) -> dict:
-    """A record in the harness's schema; ``trace`` is [(wall_s, elbo)], steps 0, 100, 200, ..."""
+    """A valid record (:mod:`hierbench.records`); ``trace`` is [(wall_s, elbo)], steps 0, 100, 200, ..."""
     points = [
         {"step": 100 * k, "wall_s": t, "elbo": e, "elbo_se": elbo_se, "train_neg_elbo": None}
         for k, (t, e) in enumerate(trace or [])
@@ -64,7 +64,10 @@ def record(
         "log_evidence": log_evidence,
         "kl": kl,
         "kl_per_group": kl / N if kl is not None else None,
+        "global_mean": None,
+        "global_sd": None,
         "steps": steps,
+        "grad_evals": steps,
         "wall_s": wall,
         "compile_s": 1.5,
         "steps_per_s": steps / wall if wall else None,

@@ -236,12 +236,12 @@ def test_regress_exit_2_on_missing_corrupt_or_stale_baseline(tmp_path, capsys):
 
 def test_committed_baseline_matches_the_quick_suite():
     """results/baselines/quick.json must be current: `hierbench baseline update` after changing QUICK."""
-    from hierbench.records import REPO_ROOT
+    from hierbench._io import REFERENCES_DIR, REPO_ROOT
 
     path = REPO_ROOT / rg.default_baseline_path("quick")
     if not path.exists():
         pytest.skip(f"{path} not generated yet")
-    doc = rg.load_baseline(path, rg.QUICK, rg.reference_notes(rg.QUICK, REPO_ROOT / rg.DEFAULT_REFERENCES))
+    doc = rg.load_baseline(path, rg.QUICK, rg.reference_notes(rg.QUICK, REPO_ROOT / REFERENCES_DIR))
     summary_ = doc["summary"]
     assert (summary_["n"] == doc["repeats"]).all() and doc["repeats"] >= 3
     assert np.isfinite(summary_["se"]).all() and (summary_["se"] > 0).all()

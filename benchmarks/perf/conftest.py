@@ -12,12 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jax
 import pytest
+from perf_floor import measure_machine
 
-jax.config.update("jax_enable_x64", True)
-
-from perf_floor import measure_machine  # noqa: E402  (x64 must be on before jax arrays exist)
+import hierbench._jax  # noqa: F401  (float64 on before jax arrays exist)
 
 RESULTS: list[dict[str, Any]] = []  # one row per benchmark, filled by test_step.py
 PEAKS: dict[str, float] = {}
