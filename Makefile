@@ -26,11 +26,11 @@ test: setup  ## the fast test suite (< 15 min on 2 cores)
 test-all: setup  ## every test, slow ones included
 	$(PY) -m pytest -n 2 -q -m ''
 
-bench: setup  ## the default benchmark: five methods on hier-linear, N in {10, 100, 1000}
+bench: setup  ## the default benchmark (benchmarks/experiments/bench.toml): five methods on hier-linear, N in {10, 100, 1000}
 	$(VENV)/bin/hierbench bench --out results/bench
 
-torch-bench: setup  ## JAX jit vs torch eager vs torch.compile per family, N in {100, 1000, 10^4} -> results/torch/
-	$(PY) -m hierbench.torch_bench --out results/torch
+torch-bench: setup  ## JAX jit vs torch eager vs torch.compile per family, N in {100, 1000, 10^4} (experiments/torch-bench.toml) -> results/torch/
+	$(VENV)/bin/hierbench torch-bench --out results/torch
 
 
 REFS ?= results/references
@@ -40,7 +40,7 @@ references: setup  ## gated NUTS reference of every dataset at its default size 
 report: setup  ## rebuild results/bench tables and figures from its records
 	$(VENV)/bin/hierbench report results/bench/records.jsonl --out results/bench
 
-regress: setup  ## regression gate: rerun the quick suite, compare with results/baselines/quick.json (exit 1: worse)
+regress: setup  ## regression gate: rerun the quick suite (experiments/regress-quick.toml), compare with results/baselines/quick.json (exit 1: worse)
 	$(VENV)/bin/hierbench regress
 
 baseline: setup  ## rewrite the regression gate's baseline results/baselines/quick.json
@@ -64,8 +64,8 @@ paper: setup  ## the paper's four sweeps (resumable; JOBS=K), then `make figures
 	$(PY) -m hierbench.paper --out results/paper || status=$$?; \
 	exit $$status
 
-peers: setup  ## ours vs numpyro side by side (hier-linear, hier-logistic) -> results/peers/ (~13 min)
-	$(PY) -m hierbench.peers --out results/peers
+peers: setup  ## ours vs numpyro side by side (experiments/peers.toml) -> results/peers/ (~13 min)
+	$(VENV)/bin/hierbench peers --out results/peers
 
 perf: setup  ## performance suite: one step per family, ours vs numpyro, vs the floor -> results/perf/
 	@mkdir -p results/perf

@@ -1,86 +1,96 @@
-"""The default benchmark (`make bench`): the five families on `hier-linear`, N ∈ {10, 100, 1000}.
+"""``hierbench bench`` (``make bench``): the default benchmark, or the accuracy plan, run by the sweep.
 
-Each entry is (method, method params, steps).  Budgets were set so the whole plan fits in ten
-minutes on two cores; `dense` is attempted at every N and recorded as ``infeasible`` where its
-D×D factor exceeds the plan's ``max_dim``.
+The grids are experiment files, run like any other by :func:`hierbench.sweep.run_sweep`:
+
+- ``experiments/bench.toml`` (``--plan default``): the five families on ``hier-linear`` (n = 20, d = 10),
+  N ∈ {10, 100, 1000}, seed 0; ``dense`` is recorded ``infeasible`` where its D×D factor exceeds its
+  ``max_dim``.
+- ``experiments/bench-accuracy.toml`` (``--plan accuracy``): every VI method on every dataset with a
+  reference, at its default size, scored against the stored references (``make references`` first).
+
+A bench run starts a fresh records file (the previous one is kept as ``records.prev.jsonl``), then writes
+the report (:func:`hierbench.report.write_report`: ``summary.md``, ``summary.csv``, ``trace.csv`` and
+figures) beside it.
 """
 
 from __future__ import annotations
 
+import shutil
+import time
+from pathlib import Path
 from typing import Any
 
-BENCH_DATASET = "hier-linear"
-BENCH_SIZES = (10, 100, 1000)
-BENCH_DATA = {"n": 20, "d": 10, "seed": 0}
-BENCH_CHECKPOINTS = 10  # trace points per run (each a 1000-draw float64 ELBO, off the clock)
+from hierbench.datasets.base import ParamError
 
-# (method, method params, steps)
-BENCH_PLAN: list[tuple[str, dict[str, Any], int]] = [
-    ("meanfield", {}, 3_000),
-    ("lowrank", {"rank": 5}, 3_000),
-    # dense is capped at D ≤ 200 here (N=10): at D=1010 (N=100) it runs ~30-38 steps/s on 2 cores, so
-    # 20k steps would take the whole budget (and there it trains without STL, see methods/dense.py).
-    # Larger N is recorded as `infeasible`.
-    ("dense", {"max_dim": 200}, 20_000),
-    ("branch", {}, 4_000),
-    ("branch", {"batch_groups": 10}, 10_000),
-    ("amortized", {"head": "moments", "batch_groups": 32}, 4_000),
-    ("amortized", {"head": "potential", "batch_groups": 32}, 10_000),
-]
+PLANS = {"default": "bench", "accuracy": "bench-accuracy"}  # --plan -> experiment file
 
 
-def plan(sizes: tuple[int, ...] = BENCH_SIZES) -> list[dict[str, Any]]:
-    """The benchmark's runs as keyword arguments for :func:`hierbench.harness.run_one`."""
-    runs = []
-    for num_groups in sizes:
-        for method, params, steps in BENCH_PLAN:
-            if method == "branch" and params.get("batch_groups", 0) >= num_groups:
-                continue  # subsampled branch with B >= N is the full-data run already listed
-            runs.append(
-                {
-                    "method": method,
-                    "dataset": BENCH_DATASET,
-                    "data_params": BENCH_DATA | {"N": num_groups},
-                    "method_params": dict(params),
-                    "steps": steps,
-                    "seed": 0,
-                    "checkpoints": BENCH_CHECKPOINTS,
-                }
-            )
-    return runs
+def select_sizes(cells: list[Any], sizes: tuple[int, ...] | None) -> list[Any]:
+    """The cells whose number of groups ``data_params["N"]`` is one of ``sizes`` (None: all).
+
+    Raises
+    ------
+    ParamError
+        For a size the plan does not have (other sizes want an experiment file of their own).
+    """
+    if sizes is None:
+        return list(cells)
+    have = sorted({c.kwargs["data_params"].get("N") for c in cells} - {None})
+    unknown = [n for n in sizes if n not in have]
+    if unknown:
+        raise ParamError(
+            f"--sizes {' '.join(map(str, unknown))}: the plan has N in {have}; for other sizes copy "
+            "benchmarks/experiments/bench.toml, edit its N and run `hierbench sweep FILE`"
+        )
+    return [c for c in cells if c.kwargs["data_params"].get("N") in sizes]
 
 
-# The accuracy plan (`hierbench bench --plan accuracy`): every VI method on every dataset at its
-# default size, scored against the stored references (`make references` first).  Budgets keep the
-# plan near ten minutes on two cores; dense is capped at D ≤ 200 (recorded `infeasible` above it).
-ACCURACY_CHECKPOINTS = 2
-ACCURACY_PLAN: list[tuple[str, dict[str, Any], int]] = [
-    ("meanfield", {}, 2_000),
-    ("lowrank", {"rank": 5}, 2_000),
-    ("dense", {"max_dim": 200}, 10_000),
-    ("branch", {}, 2_000),
-    ("amortized", {"head": "potential", "batch_groups": 32}, 4_000),
-]
+def run_bench(
+    plan: str = "default",
+    out: str | Path = "results/bench",
+    sizes: tuple[int, ...] | None = None,
+    jobs: int = 1,
+    progress: bool | None = None,
+) -> int:
+    """Run a bench plan into ``out/records.jsonl`` and write its report; returns the exit code.
 
+    Parameters
+    ----------
+    plan : {"default", "accuracy"}
+        Which experiment file (:data:`PLANS`).
+    out : path
+        The output folder.
+    sizes : tuple of int, optional
+        Only the cells at these numbers of groups (default plan; None: all).
+    jobs : int
+        The sweep's worker processes (0: in this process).
+    progress : bool, optional
+        The sweep's progress bar (default: when stderr is a terminal).
 
-def accuracy_plan(datasets: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """The accuracy plan's runs (keyword arguments for :func:`hierbench.harness.run_one`) on the
-    datasets whose default instance has a reference (:func:`hierbench.reference.reference_datasets`:
-    the exact posterior, or a gated NUTS reference from `make references`)."""
-    from hierbench.reference import reference_datasets
+    Returns
+    -------
+    int
+        0 when every cell has a record of its own (``ok``, ``infeasible``, ``diverged``); 1 when a cell
+        raised or its worker died (an ``error`` record).
+    """
+    from hierbench.records import read_records
+    from hierbench.report import write_report
+    from hierbench.sweep import expand, find_experiment, load_experiment, run_sweep
 
-    runs = []
-    for dataset in datasets or reference_datasets():
-        for method, params, steps in ACCURACY_PLAN:
-            runs.append(
-                {
-                    "method": method,
-                    "dataset": dataset,
-                    "data_params": {},
-                    "method_params": dict(params),
-                    "steps": steps,
-                    "seed": 0,
-                    "checkpoints": ACCURACY_CHECKPOINTS,
-                }
-            )
-    return runs
+    if plan not in PLANS:
+        raise ParamError(f"unknown plan {plan!r}; valid: {', '.join(PLANS)}")
+    experiment = load_experiment(find_experiment(PLANS[plan]))
+    cells = select_sizes(expand(experiment), sizes)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records_path = out / "records.jsonl"
+    if records_path.exists():  # one bench per records file; keep the previous run rather than lose it
+        shutil.move(records_path, out / "records.prev.jsonl")
+    t0 = time.perf_counter()
+    result = run_sweep(experiment, records_path, jobs=jobs, progress=progress, cells=cells)
+    write_report(read_records([records_path]), out)
+    print(
+        f"bench finished in {time.perf_counter() - t0:.0f}s; records: {records_path}; "
+        f"summary: {out / 'summary.md'}"
+    )
+    return 1 if result.failed else 0

@@ -1,4 +1,4 @@
-"""The hierbench command line: list|run|reference|export|report|bench|baseline|regress|sweep|scale.
+"""The hierbench command line: one subcommand per task (`hierbench CMD --help` for each).
 
 Exit codes: 0 success, 1 a run that did not finish ``ok`` (regress: a regression), 2 bad input
 (unknown name, bad value, missing or stale baseline), with a message listing the valid choices.
@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -214,30 +212,31 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from hierbench.bench import accuracy_plan, plan
-    from hierbench.harness import run_one
-    from hierbench.report import write_report
+    from hierbench.bench import run_bench
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    records_path = out / "records.jsonl"
-    if records_path.exists():  # keep the previous run rather than lose it
-        shutil.move(records_path, out / "records.prev.jsonl")
-    runs = plan(tuple(args.sizes)) if args.plan == "default" else accuracy_plan()
-    t0 = time.perf_counter()
-    for i, spec in enumerate(runs, 1):
-        size = spec["data_params"].get("N", "default")
-        what = f"{spec['method']} {spec['method_params']} {spec['dataset']} N={size}"
-        print(f"[{i}/{len(runs)}] {what}", flush=True)
-        record = run_one(**spec, progress=args.progress)
-        append_record(records_path, record)
-        _print_result(record)
-    write_report(read_records([records_path]), out)
-    print(
-        f"bench finished in {time.perf_counter() - t0:.0f}s; records: {records_path}; "
-        f"summary: {out / 'summary.md'}"
+    sizes = tuple(args.sizes) if args.sizes else None
+    return run_bench(args.plan, args.out, sizes, jobs=args.jobs, progress=args.progress)
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    from hierbench.peers import run_peers
+
+    return run_peers(args.out, quick=args.quick, report_only=args.report_only, progress=args.progress)
+
+
+def cmd_torch_bench(args: argparse.Namespace) -> int:
+    from hierbench.torch_bench import run_torch_bench
+
+    return run_torch_bench(
+        args.out,
+        sizes=tuple(args.sizes) if args.sizes else None,
+        families=tuple(args.families) if args.families else None,
+        engines=tuple(args.engines) if args.engines else None,
+        steps=args.steps,
+        device=args.device,
+        report_only=args.report_only,
+        progress=args.progress,
     )
-    return 0
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -290,7 +289,9 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hierbench", description=__doc__.splitlines()[0])
-    commands = "{list,run,reference,references,export,report,bench,baseline,regress,sweep,scale}"
+    commands = (
+        "{list,run,reference,references,export,report,bench,peers,torch-bench,baseline,regress,sweep,scale}"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar=commands)
     sub.add_parser("list", help="methods and datasets with their parameters").set_defaults(func=cmd_list)
 
@@ -359,11 +360,38 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help="default: five families on hier-linear at --sizes; accuracy: every VI method on every dataset",
     )
-    bench.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000], help="numbers of groups N")
+    bench.add_argument(
+        "--sizes", type=int, nargs="+", help="only these numbers of groups N of the plan (default: all)"
+    )
+    bench.add_argument("--jobs", type=int, default=1, help="worker processes (0: run in this process)")
     bench.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     bench.set_defaults(func=cmd_bench)
 
-    suites = "quick (the gate) or tiny (tests)"
+    peers = sub.add_parser("peers", help="ours vs numpyro side by side (what `make peers` runs)")
+    peers.add_argument("--out", default="results/peers", help="folder for records.jsonl and summary.md")
+    peers.add_argument("--quick", action="store_true", help="N=10, 200 steps: a smoke test in seconds")
+    peers.add_argument("--report-only", action="store_true", help="re-tabulate the existing records")
+    peers.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    peers.set_defaults(func=cmd_peers)
+
+    from hierbench.torch_bench import ENGINES
+
+    tbench = sub.add_parser("torch-bench", help="JAX jit vs torch eager vs torch.compile (make torch-bench)")
+    tbench.add_argument("--out", default="results/torch")
+    tbench.add_argument("--sizes", type=int, nargs="+", help="numbers of groups N (default: all)")
+    tbench.add_argument(
+        "--families", nargs="+", help="run labels of experiments/torch-bench.toml (default: all)"
+    )
+    tbench.add_argument("--engines", nargs="+", choices=list(ENGINES), help="default: all")
+    tbench.add_argument("--steps", type=int, help="one budget for every N (default: the experiment's per N)")
+    tbench.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch's device")
+    tbench.add_argument(
+        "--report-only", action="store_true", help="rebuild the table and figure from records"
+    )
+    tbench.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    tbench.set_defaults(func=cmd_torch_bench)
+
+    suites = "quick (the gate) or tiny (tests): experiments/regress-SUITE.toml"
     base = sub.add_parser("baseline", help="the regression gate's baseline (results/baselines/)")
     base_sub = base.add_subparsers(dest="action", required=True, metavar="{update}")
     upd = base_sub.add_parser("update", help="run the suite with the baseline seeds; write its baseline")

@@ -69,6 +69,7 @@ from hierbench._io import SWEEPS_DIR  # noqa: E402
 from hierbench.records import Record, read_records  # noqa: E402
 from hierbench.report import label as report_label  # noqa: E402
 from hierbench.report import trace_table  # noqa: E402
+from hierbench.reports.targets import time_to_target, trace_columns  # noqa: E402
 
 EXPERIMENTS = ("scaling", "accuracy", "movielens", "theta_collapse")
 DEFAULT_RECORDS_ROOT = SWEEPS_DIR
@@ -269,42 +270,9 @@ def provenance_text(records: list[dict[str, Any]]) -> str:
 # Time to a target ELBO
 
 
-def time_to_target(times: Sequence[float], elbos: Sequence[float | None], target: float) -> float | None:
-    """When a trace first reaches ``target``, interpolating linearly between trace points.
-
-    Parameters
-    ----------
-    times : sequence of float
-        The trace points' times (wall seconds, or steps), in trace order.
-    elbos : sequence of float or None
-        The ELBO at each point; a missing (None or non-finite) one is skipped.
-    target : float
-        The ELBO to reach.
-
-    Returns
-    -------
-    float or None
-        The time of the first point whose ELBO is ≥ ``target`` if it is the first point; otherwise the
-        time where the segment from the point before it crosses ``target``.  None if no point reaches it.
-        An ELBO estimate is noisy and need not rise monotonically; the first crossing counts.
-    """
-    points = [
-        (float(t), float(e))
-        for t, e in zip(times, elbos, strict=True)
-        if e is not None and math.isfinite(e) and t is not None
-    ]
-    for k, (t, e) in enumerate(points):
-        if e >= target:
-            if k == 0:
-                return t
-            t0, e0 = points[k - 1]  # e0 < target <= e
-            return t0 + (target - e0) / (e - e0) * (t - t0)
-    return None
-
-
 def _trace(rec: dict[str, Any], key: str = "wall_s") -> tuple[list[float], list[float | None]]:
-    points = rec.get("trace") or []
-    return [p.get(key) for p in points], [p.get("elbo") for p in points]
+    times, elbos, _ = trace_columns(rec, key)
+    return times, elbos
 
 
 def headline_ratio(

@@ -1,17 +1,19 @@
-"""Ours vs numpyro, side by side in one process: ``python -m hierbench.peers`` (``make peers``).
+"""Ours vs numpyro, side by side in one process: ``hierbench peers`` (``make peers``).
 
-Each pair is one of our families and its numpyro autoguide (:mod:`hierbench.methods.numpyro_peers`)
-on the same model and data, with the same settings (optimizer, schedule, learning rate, particles,
-steps, float64, seed), both through :func:`hierbench.harness.run_one`: compiled and timed the same
-way, scored off the clock on the same 1000-draw float64 ELBO.  The two runs of a pair follow each
-other, so load on the machine hits both alike.
+The grid is ``experiments/peers.toml``, run by the sweep (:func:`hierbench.sweep.run_sweep`).  Each pair
+is one of our families and its numpyro autoguide (:mod:`hierbench.methods.numpyro_peers`) on the same
+model and data, with the same settings (optimizer, schedule, learning rate, particles, steps, float64,
+seed), both through :func:`hierbench.harness.run_one`: compiled and timed the same way, scored off the
+clock on the same 1000-draw float64 ELBO.  The two runs of a pair follow each other, so load on the
+machine hits both alike.
 
 For every pair the table gives the final ELBO ± se of each, steps/s, the time to a common target
 ELBO and the compile time, the last three as ratios ours/numpyro (< 1: ours takes less time; for
 steps/s, > 1: ours is faster).  The **common target** is the lower of the two final ELBOs: the worse
 run reaches it at its end at the latest.  A run's time to it is the optimization wall time
-(``wall_s``, compile excluded) at its first trace point whose ELBO is within 3 se of the target.
-Time resolution is one checkpoint (``steps / checkpoints`` steps).
+(``wall_s``, compile excluded) at its first trace point whose ELBO is within :data:`TARGET_SE` se of
+the target (:func:`hierbench.reports.targets.time_to_target` with ``n_se=TARGET_SE`` and
+``interpolate=False``): time resolution is one checkpoint (``steps / checkpoints`` steps).
 
 Families: ``meanfield`` vs ``numpyro-autonormal`` and ``lowrank`` (rank 5) vs
 ``numpyro-autolowrank`` at N ∈ {100, 1000}; ``dense`` vs ``numpyro-automvn`` at N = 10 (D = 110, to
@@ -23,64 +25,29 @@ sticking-the-landing gradients (its default), numpyro's ``Trace_ELBO`` with the 
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from hierbench.harness import run_one
-from hierbench.records import append_record, read_records
+from hierbench.records import read_records
+from hierbench.reports.targets import time_to_target, trace_columns
 
-DATASETS = ("hier-linear", "hier-logistic")
-DATA = {"n": 20, "d": 10, "seed": 0}
-CHECKPOINTS = 10  # trace points of a run, at most one every MIN_CHECKPOINT_STEPS steps
-MIN_CHECKPOINT_STEPS = 10
+EXPERIMENT = "peers"  # experiments/peers.toml
 TARGET_SE = 3.0  # a trace point within this many se of the target counts as reaching it
-
-# (our method, numpyro's, method params, {N: steps}); budgets keep the whole comparison near 13 minutes
-# on 2 cores
-PAIRS: list[tuple[str, str, dict[str, Any], dict[int, int]]] = [
-    ("meanfield", "numpyro-autonormal", {}, {100: 3_000, 1000: 1_500}),
-    ("lowrank", "numpyro-autolowrank", {"rank": 5}, {100: 3_000, 1000: 1_500}),
-    ("dense", "numpyro-automvn", {}, {10: 5_000}),
-    # per-step speed at N = 1000 (D = 10,010: a 10⁸-entry factor, ~3 GiB with Adam state on each
-    # side): 20 steps of 3-9 s each, far from converged; the steps/s column is the comparison here
-    ("dense", "numpyro-automvn", {"max_dim": 20_000}, {1000: 20}),
-]
-QUICK = {"sizes": (10,), "steps": 200}  # --quick: seconds, for a smoke test
+# our family -> its numpyro peer, in the table's order
+PEER_OF: dict[str, str] = {
+    "meanfield": "numpyro-autonormal",
+    "lowrank": "numpyro-autolowrank",
+    "dense": "numpyro-automvn",
+}
 
 
-def plan(quick: bool = False) -> list[dict[str, Any]]:
-    """The comparison's runs as keyword arguments of :func:`~hierbench.harness.run_one`, in pairs."""
-    runs = []
-    for dataset in DATASETS:
-        for ours, peer, params, budgets in PAIRS:
-            sizes = dict.fromkeys(QUICK["sizes"], QUICK["steps"]) if quick else budgets
-            for num_groups, steps in sizes.items():
-                for method in (ours, peer):
-                    runs.append(
-                        {
-                            "method": method,
-                            "dataset": dataset,
-                            "data_params": DATA | {"N": num_groups},
-                            "method_params": dict(params),
-                            "steps": steps,
-                            "seed": 0,
-                            "checkpoints": max(1, min(CHECKPOINTS, steps // MIN_CHECKPOINT_STEPS)),
-                        }
-                    )
-    return runs
-
-
-def time_to_target(record: dict[str, Any], target: float) -> float | None:
-    """Optimization seconds until the first trace point within ``TARGET_SE`` se of ``target``."""
-    for point in record.get("trace") or []:
-        elbo, se = point.get("elbo"), point.get("elbo_se") or 0.0
-        if elbo is not None and elbo + TARGET_SE * se >= target:
-            return float(point["wall_s"])
-    return None
+def time_to_common_target(record: dict[str, Any], target: float) -> float | None:
+    """Optimization seconds until the first trace point within :data:`TARGET_SE` se of ``target``."""
+    times, elbos, ses = trace_columns(record)
+    return time_to_target(times, elbos, target, ses=ses, n_se=TARGET_SE, interpolate=False)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -92,8 +59,8 @@ def compare(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # num_groups: every record whose model was built has it; one that failed before cannot be paired
     by_key = {(r["dataset"], r.get("num_groups"), r["method"]): r for r in records}
     rows = []
-    for dataset in DATASETS:
-        for ours, peer in dict.fromkeys((ours, peer) for ours, peer, _, _ in PAIRS):
+    for dataset in dict.fromkeys(r["dataset"] for r in records):
+        for ours, peer in PEER_OF.items():
             sizes = sorted({k[1] for k in by_key if k[0] == dataset and k[2] == ours})
             for num_groups in sizes:
                 a, b = by_key.get((dataset, num_groups, ours)), by_key.get((dataset, num_groups, peer))
@@ -103,8 +70,8 @@ def compare(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row |= {"status": f"{a['status']} / {b['status']}"}
                 ok = a["status"] == b["status"] == "ok"
                 target = min(a["elbo"], b["elbo"]) if ok else None
-                tt_a = time_to_target(a, target) if ok else None
-                tt_b = time_to_target(b, target) if ok else None
+                tt_a = time_to_common_target(a, target) if ok else None
+                tt_b = time_to_common_target(b, target) if ok else None
                 row |= {  # records are validated (hierbench.records.read_records): REQUIRED fields are there
                     "elbo_ours": a["elbo"],
                     "se_ours": a["elbo_se"],
@@ -158,36 +125,46 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the comparison (or re-tabulate existing records) and write records.jsonl + summary.md."""
-    parser = argparse.ArgumentParser(prog="python -m hierbench.peers", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/peers", help="folder for records.jsonl and summary.md")
-    parser.add_argument("--quick", action="store_true", help="N=10, 200 steps: a smoke test in seconds")
-    parser.add_argument("--report-only", action="store_true", help="re-tabulate the existing records")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
+def run_peers(
+    out: str | Path = "results/peers",
+    quick: bool = False,
+    report_only: bool = False,
+    jobs: int = 1,
+    progress: bool | None = None,
+) -> int:
+    """Run the comparison (or re-tabulate existing records) and write ``records.jsonl`` + ``summary.md``.
+
+    Parameters
+    ----------
+    out : path
+        The output folder.
+    quick : bool
+        The experiment's ``--quick`` grid (every pair at N = 10, 200 steps: a smoke test in seconds).
+    report_only : bool
+        Only rebuild the table from the existing records.
+    jobs : int
+        The sweep's worker processes (1: one at a time, so that the two runs of a pair see alike load).
+    progress : bool, optional
+        The sweep's progress bar.
+
+    Returns
+    -------
+    int
+        0, or 1 when a cell raised or its worker died.
+    """
+    from hierbench.sweep import run_sweep
+
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records_file = out / "records.jsonl"
-    if not args.report_only:
+    failed = False
+    if not report_only:
         records_file.unlink(missing_ok=True)  # one comparison per file: both sides of a pair, one run
         start = time.perf_counter()
-        runs = plan(args.quick)
-        for i, kwargs in enumerate(runs, 1):
-            record = run_one(**kwargs, progress=False)
-            append_record(records_file, record)
-            print(
-                f"[{i}/{len(runs)} {time.perf_counter() - start:6.0f}s] {kwargs['method']:20s} "
-                f"{kwargs['dataset']} N={kwargs['data_params']['N']}: {record['status']} "
-                f"elbo={_num(record.get('elbo'), '.2f')} steps/s={_num(record.get('steps_per_s'), '.0f')}",
-                file=sys.stderr,
-                flush=True,
-            )
+        result = run_sweep(EXPERIMENT, records_file, quick=quick, jobs=jobs, progress=progress)
+        failed = bool(result.failed)
         print(f"comparison: {time.perf_counter() - start:.0f}s", file=sys.stderr)
     table = markdown(compare(read_records([records_file])))
     (out / "summary.md").write_text(table, encoding="utf-8")
     print(table)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return 1 if failed else 0

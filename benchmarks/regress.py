@@ -1,12 +1,13 @@
 """Regression gate across releases that knows Monte Carlo noise (``hierbench regress``).
 
-A fixed quick suite of runs (:data:`QUICK`: every VI family on a small ``hier-linear`` and a small
-``hier-logistic``) is run through :func:`hierbench.harness.run_one` with R seeds each.  Per (entry,
-metric) the baseline ``results/baselines/quick.json`` stores the mean over its R = 5 seeds, their sd
-and the Monte Carlo standard error of the mean, sd/√R, with its provenance (versions, git SHA, date,
-the suite definition, K and the minimum effects); ``hierbench baseline update [--repeats R]`` writes
-it.  ``hierbench regress`` reruns the suite with R = 3 other seeds and compares, with
-:func:`compare` (a pure function of two summary tables).
+A fixed quick suite of runs (:data:`QUICK`, the grid of ``experiments/regress-quick.toml``: every VI
+family on a small ``hier-linear`` and a small ``hier-logistic``) is run cell by cell through the sweep's
+:func:`hierbench.sweep.run_cell` with R seeds each. Per (entry, metric) the baseline
+``results/baselines/quick.json`` stores the mean over its R = 5 seeds, their sd and the Monte Carlo
+standard error of the mean, sd/√R, with its provenance (versions, git SHA, date, the suite definition, K
+and the minimum effects); ``hierbench baseline update [--repeats R]`` writes it. ``hierbench regress``
+reruns the suite with R = 3 other seeds and compares, with :func:`compare` (a pure function of two
+summary tables).
 
 Metrics
 -------
@@ -174,6 +175,19 @@ class Suite:
             "metrics": {m: "higher" if METRICS[m].higher_is_better else "lower" for m in used},
         }
 
+    def cell(self, entry: SuiteEntry, seed: int) -> dict[str, Any]:
+        """The :func:`~hierbench.harness.run_one` keyword arguments of ``entry`` at run seed ``seed``."""
+        return {
+            "method": entry.method,
+            "dataset": entry.dataset,
+            "data_params": dict(entry.data_params),
+            "method_params": dict(entry.method_params),
+            "seed": seed,
+            "steps": entry.steps,
+            "checkpoints": self.checkpoints,
+            "eval_draws": self.eval_draws,
+        }
+
     def digest(self) -> str:
         """sha256 of the canonical JSON definition (first 16 hex digits)."""
         blob = json.dumps(self.definition(), sort_keys=True).encode()
@@ -198,54 +212,65 @@ class Suite:
         return dataclasses.replace(self, entries=entries)
 
 
-def _entries(dataset: str, data: dict[str, Any], metrics: tuple[str, ...], plan: list) -> list[SuiteEntry]:
-    short = dataset.removeprefix("hier-")
-    return [
-        SuiteEntry(f"{short}/{label}", method, dataset, dict(data), dict(params), steps, metrics)
-        for label, method, params, steps in plan
-    ]
+# The metrics of an entry follow from its dataset: the KL where the evidence is exact, else the ELBO and
+# the accuracy against the stored gated NUTS reference.
+DATASET_METRICS: dict[str, tuple[str, ...]] = {"hier-linear": EXACT_METRICS}
+SUITE_PREFIX = "regress-"  # the suite "quick" is the experiment file experiments/regress-quick.toml
 
 
-# (label, method, method params, steps).  Budgets are small: meanfield, lowrank and amortized stop short
-# of their optimum (a slower optimizer shows at once), branch and dense land (KL ≤ 10⁻³ nats/group;
-# a slower optimizer shows once it misses).  Dense needs 20,000 steps to land: at 2,000-12,000
-# steps (its lr is 3e-3) about one seed in five lags far behind the others (measured: hier-logistic
-# seed 1003 at 12,000 steps, 0.12 nats/group and 0.8 sd of θ behind), a two-mode spread that no mean
-# ± SE describes; at 20,000 the laggards tried land with the rest.
-_QUICK_PLAN: list[tuple[str, str, dict[str, Any], int]] = [
-    ("meanfield", "meanfield", {}, 1_000),
-    ("lowrank", "lowrank", {"rank": 2}, 1_000),
-    ("dense", "dense", {}, 20_000),
-    ("branch", "branch", {}, 1_000),
-    ("branch-B5", "branch", {"batch_groups": 5}, 2_000),
-    ("amortized-potential", "amortized", {"head": "potential", "batch_groups": 5}, 3_000),
-]
-QUICK_LINEAR = {"N": 20, "n": 10, "d": 3, "seed": 0}
-QUICK_LOGISTIC = {"N": 20, "n": 20, "d": 3, "seed": 0}
+def suite_from_experiment(name: str) -> Suite:
+    """The suite ``name`` from its experiment file ``experiments/regress-<name>.toml``.
 
-QUICK = Suite(
-    "quick",
-    tuple(
-        _entries("hier-linear", QUICK_LINEAR, EXACT_METRICS, _QUICK_PLAN)
-        + _entries("hier-logistic", QUICK_LOGISTIC, REFERENCE_METRICS, _QUICK_PLAN)
-    ),
-)
+    Each cell of the file (expanded by :func:`hierbench.sweep.expand`; its seed is replaced by the
+    gate's) is an entry named ``<dataset without "hier-">/<label>``, with the metrics of its dataset
+    (:data:`DATASET_METRICS`, else :data:`REFERENCE_METRICS`).  Entries are listed dataset by dataset,
+    in the order the datasets first appear (the order the baselines were written in).
+    """
+    from hierbench.sweep import expand, find_experiment, load_experiment
 
-# A suite small enough for the tests (seconds per seed): hier-linear only, so no stored reference.
-TINY = Suite(
-    "tiny",
-    tuple(
-        _entries(
-            "hier-linear",
-            {"N": 5, "n": 10, "d": 2, "seed": 0},
-            EXACT_METRICS,
-            [("meanfield", "meanfield", {}, 300), ("branch", "branch", {}, 300)],
+    experiment = load_experiment(find_experiment(SUITE_PREFIX + name))
+    cells = expand(experiment)
+    datasets = list(dict.fromkeys(c.kwargs["dataset"] for c in cells))
+    cells = sorted(cells, key=lambda c: datasets.index(c.kwargs["dataset"]))  # stable
+    settings = {(c.kwargs["checkpoints"], c.kwargs["eval_draws"]) for c in cells}
+    extra = {k for c in cells for k in c.kwargs} - {
+        *SuiteEntry.__dataclass_fields__,
+        "seed",
+        "checkpoints",
+        "eval_draws",
+    }
+    if len(settings) != 1 or extra:
+        raise ParamError(
+            f"{experiment.path}: a regression suite has one checkpoints and eval_draws for all its entries "
+            f"and no {', '.join(sorted(extra)) or 'other run keys'}; got {sorted(settings)}"
         )
-    ),
-    eval_draws=500,
-)
+    ((checkpoints, eval_draws),) = settings
+    entries = tuple(
+        SuiteEntry(
+            f"{kw['dataset'].removeprefix('hier-')}/{c.label}",
+            kw["method"],
+            kw["dataset"],
+            dict(kw["data_params"]),
+            dict(kw["method_params"]),
+            kw["steps"],
+            DATASET_METRICS.get(kw["dataset"], REFERENCE_METRICS),
+        )
+        for c in cells
+        for kw in [c.kwargs]
+    )
+    return Suite(name, entries, checkpoints=checkpoints, eval_draws=eval_draws)
 
-SUITES: dict[str, Suite] = {"quick": QUICK, "tiny": TINY}
+
+def suite_names() -> list[str]:
+    """The suites shipped as ``experiments/regress-*.toml``."""
+    from hierbench.sweep import available_experiments
+
+    return [e.removeprefix(SUITE_PREFIX) for e in available_experiments() if e.startswith(SUITE_PREFIX)]
+
+
+SUITES: dict[str, Suite] = {name: suite_from_experiment(name) for name in suite_names()}
+QUICK = SUITES["quick"]
+TINY = SUITES["tiny"]  # small enough for the tests (seconds per seed)
 
 
 def get_suite(name: str) -> Suite:
@@ -328,7 +353,7 @@ def run_suite(
     runs : list of dict
         Per run: entry, seed, status, elbo, steps, wall_s, compile_s, total_s and any error.
     """
-    from hierbench.harness import run_one
+    from hierbench.sweep import run_cell
 
     if compilation_cache:
         from hierbench._jax import enable_compilation_cache
@@ -340,18 +365,7 @@ def run_suite(
     for entry in suite.entries:
         for seed in run_seeds:
             t0 = time.perf_counter()
-            record = run_one(
-                entry.method,
-                entry.dataset,
-                dict(entry.data_params),
-                dict(entry.method_params),
-                seed=seed,
-                steps=entry.steps,
-                eval_draws=suite.eval_draws,
-                checkpoints=suite.checkpoints,
-                progress=False,
-                references=references,
-            )
+            record = run_cell(suite.cell(entry, seed), {"references": references})
             total_s = time.perf_counter() - t0
             values = extract_metrics(record, entry.metrics)
             rows += [{"entry": entry.name, "metric": m, "seed": seed, "value": v} for m, v in values.items()]

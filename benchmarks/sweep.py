@@ -35,18 +35,31 @@ Schema
     steps = 500
 
 Run keys are ``method``, ``dataset``, ``data_params``, ``method_params``, ``seeds``, ``steps``,
-``budget_s``, ``checkpoints``, ``eval_draws``, ``label`` and (in a run) ``quick``. ``budget_s``
-(optional) is a budget of optimization seconds on top of ``steps``: the run gets ``min(steps, budget_s ×
-its measured steps/s)`` steps, its schedule spanning the budget (see
+``budget_s``, ``checkpoints``, ``eval_draws``, ``backend``, ``backend_options``, ``cases``, ``label`` and
+(in a run) ``quick``. ``backend`` (``"jax"`` or ``"torch"``) and ``backend_options`` (a table like
+``method_params``: ``compile``, ``threads``, ``device``) are :func:`~hierbench.harness.run_one`'s; a cell
+has them only where the experiment sets them, so the cells of experiments without them are unchanged.
+``budget_s`` (optional) is a budget of optimization seconds on top of ``steps``: the run gets
+``min(steps, budget_s × its measured steps/s)`` steps, its schedule spanning the budget (see
 :func:`~hierbench.harness.run_one`). ``seeds``, ``steps``, ``checkpoints`` and ``eval_draws`` default to
-:func:`~hierbench.harness.run_one`'s (seed 0, 10,000 steps, 20 checkpoints, 1000 draws). Any value may
-be a list, and so may any value inside ``data_params`` and ``method_params``: a list is a sweep axis,
-and a run's cells are the product of its axes (no registered parameter takes a list). Layers merge in
-the order ``[defaults]`` < ``[[runs]]`` < ``[quick]`` < ``[runs.quick]`` (the last two only with
-``--quick``): ``data_params`` and ``method_params`` merge key by key, every other key is replaced (so
-runs on another dataset than ``[defaults]``'s should not inherit its ``data_params``: put those in the
-runs). The optimization budget is set by the run keys ``steps`` and ``budget_s``, never by a method
-parameter.
+:func:`~hierbench.harness.run_one`'s (seed 0, 10,000 steps, 20 checkpoints, 1000 draws). Any value may be
+a list, and so may any value inside ``data_params``, ``method_params`` and ``backend_options``: a list is
+a sweep axis, and a run's cells are the product of its axes (no registered parameter takes a list).
+Layers merge in the order ``[defaults]`` < ``[[runs]]`` < ``[quick]`` < ``[runs.quick]`` (the last two
+only with ``--quick``): ``data_params``, ``method_params``, ``backend_options`` and ``cases`` merge key
+by key, every other key is replaced (so runs on another dataset than ``[defaults]``'s should not inherit
+its ``data_params``: put those in the runs). The optimization budget is set by the run keys ``steps`` and
+``budget_s``, never by a method parameter.
+
+Axes that vary together are **cases**: ``cases`` is a table of named axes, each a list of tables of run
+keys (no ``label``, ``quick`` or ``cases``); a run gets one cell set per combination of one case from
+each axis, the case merged over the run as a layer right after it (before ``[quick]``), and the case
+axes are the outermost (in the order the names first appear).  Layers merge ``cases`` axis by axis: a
+run's (or ``[quick]``'s) axis of the same name replaces the earlier one. ::
+
+    [defaults.cases]
+    size = [ { data_params = { N = 100 }, steps = 1_000 }, { data_params = { N = 1_000 }, steps = 300 } ]
+    engine = [ { backend = "jax" }, { backend = "torch", backend_options = { compile = true } } ]
 
 Before anything runs, every cell is checked without building its model: names of methods, datasets
 and parameters, parameter types, budgets, a dataset's ``validate_params`` where it has one, and a VI
@@ -104,7 +117,7 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 
 TOP_KEYS = ("experiment", "defaults", "runs", "quick")
 EXPERIMENT_KEYS = ("name", "description")
-PARAM_KEYS = ("data_params", "method_params")
+PARAM_KEYS = ("data_params", "method_params", "backend_options")  # tables merged key by key
 RUN_KEYS = (
     "label",
     "method",
@@ -116,7 +129,12 @@ RUN_KEYS = (
     "checkpoints",
     "eval_draws",
     "budget_s",
+    "backend",
+    "backend_options",
+    "cases",
 )
+CASE_KEYS = tuple(k for k in RUN_KEYS if k not in ("label", "cases"))
+BACKENDS = ("jax", "torch")
 # run_one's defaults (tests/test_sweep.py checks they agree)
 RUN_DEFAULTS: dict[str, Any] = {"seeds": 0, "steps": 10_000, "checkpoints": 20, "eval_draws": 1000}
 EXECUTORS = ("local", "dask")
@@ -245,6 +263,16 @@ def _run_table(path: Path, where: str, value: Any, allow_quick: bool) -> dict[st
     _check_keys(path, where, table, RUN_KEYS + (("quick",) if allow_quick else ()))
     for key in PARAM_KEYS:
         _table(path, f"{where} {key}", table.get(key, {}))
+    for axis, cases in _table(path, f"{where} cases", table.get("cases", {})).items():
+        if not isinstance(cases, list) or not cases:
+            raise ParamError(
+                f"{path}: {where} cases.{axis} must be a non-empty list of tables, not {cases!r}"
+            )
+        for i, case in enumerate(cases):
+            case_where = f"{where} cases.{axis} #{i + 1}"
+            _check_keys(path, case_where, _table(path, case_where, case), CASE_KEYS)
+            for key in PARAM_KEYS:
+                _table(path, f"{case_where} {key}", case.get(key, {}))
     if allow_quick and "quick" in table:
         table = dict(table) | {"quick": _run_table(path, f"{where} quick", table["quick"], allow_quick=False)}
     if "label" in table and not isinstance(table["label"], str):
@@ -272,7 +300,7 @@ def _merge(*layers: dict[str, Any]) -> dict[str, Any]:
         for key, value in layer.items():
             if key == "quick":
                 continue
-            out[key] = out.get(key, {}) | value if key in PARAM_KEYS else value
+            out[key] = out.get(key, {}) | value if key in (*PARAM_KEYS, "cases") else value
     return out
 
 
@@ -298,39 +326,46 @@ def expand(experiment: Experiment, quick: bool = False) -> list[Cell]:
     cells, seen = [], set()
     where = experiment.path or experiment.name
     for index, run in enumerate(experiment.runs):
-        layers = [RUN_DEFAULTS, experiment.defaults, run]
+        head, tail = [RUN_DEFAULTS, experiment.defaults, run], []
         if quick:
-            layers += [experiment.quick, run.get("quick", {})]
-        spec = _merge(*layers)
-        for key in ("method", "dataset"):
-            if key not in spec:
-                raise ParamError(f"{where}: [[runs]] #{index + 1} has no {key} (nor does [defaults])")
-        # outermost first: method, dataset, data params, method params, budgets, seeds
-        axes: list[tuple[tuple[str, ...], list[Any]]] = [
-            ((k,), _axis(spec[k])) for k in ("method", "dataset")
-        ]
-        for group in PARAM_KEYS:
-            axes += [((group, k), _axis(v)) for k, v in spec.get(group, {}).items()]
-        budgets = ("steps", "budget_s") if spec.get("budget_s") is not None else ("steps",)
-        axes += [((k,), _axis(spec[k])) for k in (*budgets, "checkpoints", "eval_draws", "seeds")]
-        for point in itertools.product(*(values for _, values in axes)):
-            kwargs: dict[str, Any] = {"data_params": {}, "method_params": {}}
-            for (key, *sub), value in zip((k for k, _ in axes), point, strict=True):
-                if sub:
-                    kwargs[key][sub[0]] = value
-                else:
-                    kwargs["seed" if key == "seeds" else key] = value
-            try:
-                cid = cell_id(kwargs)
-            except (TypeError, ValueError) as err:
-                raise ParamError(
-                    f"{where}: [[runs]] #{index + 1}: a value is not plain data: {err}"
-                ) from None
-            if cid in seen:
-                continue
-            seen.add(cid)
-            cells.append(Cell(cid, spec.get("label") or default_label(kwargs), index, kwargs))
+            tail = [experiment.quick, run.get("quick", {})]
+        case_axes = _merge(*head, *tail).get("cases", {})
+        for combo in itertools.product(*case_axes.values()):
+            spec = _merge(*head, *combo, *tail)
+            _expand_spec(spec, index, where, cells, seen)
     return cells
+
+
+def _expand_spec(spec: dict[str, Any], index: int, where: Any, cells: list[Cell], seen: set[str]) -> None:
+    """Append the cells of one merged run table (one combination of its cases) to ``cells``."""
+    for key in ("method", "dataset"):
+        if key not in spec:
+            raise ParamError(f"{where}: [[runs]] #{index + 1} has no {key} (nor does [defaults])")
+    # outermost first: method, dataset, data params, method params, backend, budgets, seeds
+    axes: list[tuple[tuple[str, ...], list[Any]]] = [((k,), _axis(spec[k])) for k in ("method", "dataset")]
+    for group in ("data_params", "method_params"):
+        axes += [((group, k), _axis(v)) for k, v in spec.get(group, {}).items()]
+    axes += [(("backend",), _axis(spec["backend"]))] if "backend" in spec else []
+    axes += [(("backend_options", k), _axis(v)) for k, v in spec.get("backend_options", {}).items()]
+    budgets = ("steps", "budget_s") if spec.get("budget_s") is not None else ("steps",)
+    axes += [((k,), _axis(spec[k])) for k in (*budgets, "checkpoints", "eval_draws", "seeds")]
+    for point in itertools.product(*(values for _, values in axes)):
+        kwargs: dict[str, Any] = {"data_params": {}, "method_params": {}}
+        if "backend_options" in spec:
+            kwargs["backend_options"] = {}
+        for (key, *sub), value in zip((k for k, _ in axes), point, strict=True):
+            if sub:
+                kwargs[key][sub[0]] = value
+            else:
+                kwargs["seed" if key == "seeds" else key] = value
+        try:
+            cid = cell_id(kwargs)
+        except (TypeError, ValueError) as err:
+            raise ParamError(f"{where}: [[runs]] #{index + 1}: a value is not plain data: {err}") from None
+        if cid in seen:
+            continue
+        seen.add(cid)
+        cells.append(Cell(cid, spec.get("label") or default_label(kwargs), index, kwargs))
 
 
 def default_label(kwargs: dict[str, Any]) -> str:
@@ -363,6 +398,8 @@ def validate(cells: list[Cell], where: str = "experiment") -> None:
             for kind in ("dataset", "method"):
                 if not isinstance(kw[kind], str):
                     raise ParamError(f"{kind} must be a name, got {kw[kind]!r}")
+            if kw.get("backend", "jax") not in BACKENDS:
+                raise ParamError(f"unknown backend {kw['backend']!r}; valid: {', '.join(BACKENDS)}")
             data_key = canonical_json({"d": kw["dataset"], "p": kw["data_params"]})
             if data_key not in checked:
                 factory = lookup("dataset", kw["dataset"])
@@ -644,9 +681,10 @@ def _sweep_lock(out: Path) -> contextlib.ExitStack:
 def _describe(cell: Cell) -> str:
     kw = cell.kwargs
     data = " ".join(f"{k}={v}" for k, v in kw["data_params"].items())
-    return f"{cell.label} | {kw['dataset']} {data} | run seed {kw['seed']}, {kw['steps']} steps".replace(
-        "  ", " "
-    )
+    options = " ".join(f"{k}={v}" for k, v in (kw.get("backend_options") or {}).items())
+    backend = f" | {kw['backend']} {options}".rstrip() if "backend" in kw else ""
+    line = f"{cell.label} | {kw['dataset']} {data}{backend} | run seed {kw['seed']}, {kw['steps']} steps"
+    return line.replace("  ", " ")
 
 
 def _outcome(record: Record) -> str:
@@ -676,6 +714,7 @@ def run_sweep(
     compilation_cache: bool = False,
     progress: bool | None = None,
     runner: Runner = run_cell,
+    cells: list[Cell] | None = None,
 ) -> SweepResult:
     """Run an experiment's cells that have no record yet, appending one record per cell to ``out``.
 
@@ -708,6 +747,9 @@ def run_sweep(
     runner : callable
         ``runner(kwargs, options) -> record`` executed per cell (default :func:`run_cell`); it must be
         importable by name to reach worker processes.
+    cells : list of Cell, optional
+        The cells to run (default: all of :func:`expand`'s): a command that offers a subset of an
+        experiment (e.g. ``hierbench bench --sizes``) selects them from :func:`expand`'s list.
 
     Returns
     -------
@@ -730,7 +772,7 @@ def run_sweep(
         raise ParamError(f"jobs must be an integer >= 0, got {jobs!r}")
     if executor == "dask" and not scheduler:
         raise ParamError("--executor dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
-    cells = expand(experiment, quick=quick)
+    cells = expand(experiment, quick=quick) if cells is None else list(cells)
     validate(cells, str(experiment.path or experiment.name))
     out = Path(out) if out is not None else default_out(experiment.name, quick)
     options = {

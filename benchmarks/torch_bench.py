@@ -1,29 +1,29 @@
 """JAX (jit) vs PyTorch (eager, ``torch.compile``): steps/s and time-to-target per VI family.
 
-``make torch-bench`` (``python -m hierbench.torch_bench``) runs every family on ``hier-linear``
-(n=20 rows per group, d=10) at N ∈ {100, 1000, 10⁴} with each engine, from the same initialization
-and the same step budget, and writes ``results/torch/``: ``records.jsonl`` (one harness record per
-run, plus ``engine`` and ``family``), ``summary.md`` / ``summary.csv`` and ``jax_vs_torch.png``.
+``make torch-bench`` (``hierbench torch-bench``) runs the grid of ``experiments/torch-bench.toml`` through
+the sweep (:func:`hierbench.sweep.run_sweep`): every family on ``hier-linear`` (n=20 rows per group,
+d=10) at N ∈ {100, 1000, 10⁴} with each engine, from the same initialization and the same step budget,
+and writes ``results/torch/``: ``records.jsonl`` (one harness record per run, plus ``engine``; the run's
+``label`` is its family), ``summary.md`` / ``summary.csv`` and ``jax_vs_torch.png``.
 
 - **steps/s** is steps / ``wall_s`` (the timed chunks only); compile time (``compile_s``: XLA for JAX,
   the warm-up steps for torch, see :mod:`hierbench.torch_harness`) is reported separately.
 - **time to target** is the wall time at which a run's trace first reaches the JAX run's final ELBO
-  less max(3 standard errors, 0.01 nats per group), interpolated linearly between checkpoints; empty
-  when a run never gets there.  Every engine runs the same algorithm, so this mostly reflects speed,
-  plus the run-to-run noise of different random streams.
-- Budgets (:data:`STEPS`) are capped so that the whole benchmark takes about ten minutes on two CPU
-  cores; at N=10⁴ they are far from convergence, so time to target there means "time to match
-  JAX's progress within the same budget".
+  less max(3 standard errors, 0.01 nats per group), interpolated linearly between checkpoints
+  (:func:`hierbench.reports.targets.time_to_target`); empty when a run never gets there.  Every engine
+  runs the same algorithm, so this mostly reflects speed, plus the run-to-run noise of different random
+  streams.
+- Budgets (the experiment's ``size`` cases) are capped so that the whole benchmark takes about ten
+  minutes on two CPU cores; at N=10⁴ they are far from convergence, so time to target there means
+  "time to match JAX's progress within the same budget".
 - torch.compile's cache is a fresh folder per benchmark run, so ``compile_s`` is a cold compile.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,79 +32,87 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-DATASET = "hier-linear"
-DATA = {"n": 20, "d": 10, "seed": 0}
-SIZES = (100, 1000, 10_000)
-STEPS = {100: 1000, 1000: 300, 10_000: 60}  # per N; see the module docstring
-CHECKPOINTS = 5
-EVAL_DRAWS = 200  # per checkpoint (off the clock); the final ELBO's standard error is larger than at 1000
+from hierbench.datasets.base import ParamError
+from hierbench.reports.targets import time_to_target, trace_columns
+
+EXPERIMENT = "torch-bench"  # experiments/torch-bench.toml
 TARGET_NATS_PER_GROUP = 0.01
-
-# label -> (backend, backend options)
-ENGINES: dict[str, tuple[str, dict[str, Any] | None]] = {
-    "JAX jit": ("jax", None),
-    "torch eager": ("torch", {"compile": False}),
-    "torch.compile": ("torch", {"compile": True}),
-}
-# label -> (method, method params)
-FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
-    "meanfield": ("meanfield", {}),
-    "dense": ("dense", {}),
-    "lowrank (r=5)": ("lowrank", {"rank": 5}),
-    "branch": ("branch", {}),
-    "amortized (moments)": ("amortized", {"head": "moments", "batch_groups": 32}),
-    "amortized (potential)": ("amortized", {"head": "potential", "batch_groups": 32}),
-}
+ENGINES = ("JAX jit", "torch eager", "torch.compile")  # the table's and figure's order
 
 
-def plan(
-    sizes: tuple[int, ...] = SIZES,
+def engine_of(backend: str | None, options: dict[str, Any] | None) -> str:
+    """The engine label of a run: its backend, and for torch whether it compiles the loss."""
+    if (backend or "jax") == "jax":
+        return "JAX jit"
+    return "torch.compile" if (options or {}).get("compile") else "torch eager"
+
+
+def _engine(rec: dict[str, Any]) -> str:
+    cell = rec.get("cell") or {}
+    return rec.get("engine") or engine_of(rec.get("backend"), cell.get("backend_options"))
+
+
+def _family(rec: dict[str, Any]) -> str:
+    return rec.get("family") or rec.get("label") or rec["method"]
+
+
+def cells(
+    sizes: tuple[int, ...] | None = None,
     families: tuple[str, ...] | None = None,
     engines: tuple[str, ...] | None = None,
-    steps: dict[int, int] | None = None,
+    steps: int | None = None,
     device: str = "cpu",
-) -> list[dict[str, Any]]:
-    """The runs, as ``{"engine", "family", "kwargs"}`` with ``kwargs`` for ``run_one``; JAX first in
-    each (family, N), since its final ELBO sets the target.  ``device`` is torch's (JAX runs on its
-    default device: a CUDA jaxlib's GPU where there is one)."""
-    steps = STEPS | (steps or {})
-    runs = []
-    for num_groups in sizes:
-        for family in families or tuple(FAMILIES):
-            method, params = FAMILIES[family]
-            for engine in engines or tuple(ENGINES):
-                backend, options = ENGINES[engine]
-                if backend == "torch":
-                    options = (options or {}) | {"device": device}
-                kwargs = {
-                    "method": method,
-                    "dataset": DATASET,
-                    "data_params": DATA | {"N": num_groups},
-                    "method_params": dict(params),
-                    "steps": steps.get(num_groups, min(steps.values())),
-                    "seed": 0,
-                    "checkpoints": CHECKPOINTS,
-                    "eval_draws": EVAL_DRAWS,
-                    "references": None,
-                    "backend": backend,
-                    "backend_options": options,
-                }
-                runs.append({"engine": engine, "family": family, "kwargs": kwargs})
-    return runs
+) -> list[Any]:
+    """The experiment's cells (:class:`hierbench.sweep.Cell`), JAX first in each (family, N), narrowed
+    to ``sizes``, ``families`` (run labels) and ``engines`` (None: all), with one step budget
+    ``steps`` for every N if given and torch on ``device`` (JAX runs on its default device: a CUDA
+    jaxlib's GPU where there is one).
+
+    Raises
+    ------
+    ParamError
+        For a size, family or engine the experiment does not have.
+    """
+    from hierbench.sweep import Cell, cell_id, expand, find_experiment, load_experiment
+
+    grid = expand(load_experiment(find_experiment(EXPERIMENT)))
+    choices = {
+        "size": sorted({c.kwargs["data_params"]["N"] for c in grid}),
+        "family": list(dict.fromkeys(c.label for c in grid)),
+        "engine": list(ENGINES),
+    }
+    for what, asked in (("size", sizes), ("family", families), ("engine", engines)):
+        unknown = [x for x in asked or () if x not in choices[what]]
+        if unknown:
+            raise ParamError(f"unknown {what}(s) {unknown}; valid: {choices[what]}")
+    out = []
+    for cell in grid:
+        kw = dict(cell.kwargs)
+        engine = engine_of(kw.get("backend"), kw.get("backend_options"))
+        if (
+            (sizes and kw["data_params"]["N"] not in sizes)
+            or (families and cell.label not in families)
+            or (engines and engine not in engines)
+        ):
+            continue
+        if steps is not None:
+            kw["steps"] = steps
+        if kw.get("backend") == "torch":
+            kw["backend_options"] = dict(kw.get("backend_options") or {}) | {"device": device}
+        out.append(Cell(cell_id(kw), cell.label, cell.run_index, kw))
+    return out
 
 
-def time_to_target(trace: list[dict[str, Any]], target: float) -> float | None:
-    """Wall time at which the trace's ELBO first reaches ``target`` (linear between checkpoints)."""
-    prev = None
-    for point in trace:
-        elbo = point.get("elbo")
-        if elbo is not None and elbo >= target:
-            if prev is None or prev["elbo"] is None:
-                return point["wall_s"]
-            frac = (target - prev["elbo"]) / (elbo - prev["elbo"])
-            return prev["wall_s"] + frac * (point["wall_s"] - prev["wall_s"])
-        prev = point
-    return None
+def run_cell(kwargs: dict[str, Any], options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`hierbench.sweep.run_cell`, with the run's ``engine`` and the machine's load average before
+    and after it (``loadavg_1min``): other processes distort timings, torch's spinning OpenMP workers most."""
+    from hierbench.sweep import run_cell as sweep_run_cell
+
+    load_start = os.getloadavg()[0]
+    record = sweep_run_cell(kwargs, options)
+    record["engine"] = engine_of(kwargs.get("backend"), kwargs.get("backend_options"))
+    record["loadavg_1min"] = [load_start, os.getloadavg()[0]]
+    return record
 
 
 def summarize(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -112,18 +120,18 @@ def summarize(records: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     targets: dict[tuple[str, int], float] = {}
     for rec in records:
-        if rec.get("engine") == "JAX jit" and rec["status"] == "ok":
+        if _engine(rec) == "JAX jit" and rec["status"] == "ok":
             slack = max(3 * rec["elbo_se"], TARGET_NATS_PER_GROUP * rec["num_groups"])
-            targets[(rec["family"], rec["num_groups"])] = rec["elbo"] - slack
+            targets[(_family(rec), rec["num_groups"])] = rec["elbo"] - slack
     for rec in records:
         n = rec.get("num_groups")  # every record whose model was built has it (no guessing from N)
-        target = targets.get((rec["family"], n))
+        target = targets.get((_family(rec), n))
         ok = rec["status"] == "ok"
         rows.append(
             {
-                "family": rec["family"],
+                "family": _family(rec),
                 "N": n,
-                "engine": rec["engine"],
+                "engine": _engine(rec),
                 "status": rec["status"],
                 "steps": rec["steps"],
                 "steps_per_s": rec.get("steps_per_s") if ok else None,
@@ -133,7 +141,7 @@ def summarize(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "elbo_se": rec["elbo_se"],
                 "kl_per_group": rec["kl_per_group"],
                 "target_elbo": target,
-                "time_to_target_s": time_to_target(rec["trace"], target)
+                "time_to_target_s": time_to_target(*trace_columns(rec)[:2], target)
                 if ok and target is not None
                 else None,
                 "threads": rec.get("torch_threads"),
@@ -206,7 +214,7 @@ def figure(df: pd.DataFrame, path: Path) -> None:
     long = long.dropna(subset=["value"]).astype({"family": object, "engine": object, "metric": object})
     sizes = sorted(set(long["N"]))
     metrics = ["steps / s", "time to target (s)"]
-    families = [f for f in FAMILIES if f in set(long["family"])]
+    families = [f for f in dict.fromkeys(df["family"]) if f in set(long["family"])]
     engines = [e for e in ENGINES if e in set(df.engine)]
     # one barplot per panel (seaborn's faceted catplot drew empty log-scale panels here)
     fig, axes = plt.subplots(
@@ -242,63 +250,38 @@ def write_outputs(records: list[dict[str, Any]], out: Path) -> dict[str, Path]:
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark (or ``--report-only``) and write its outputs."""
-    parser = argparse.ArgumentParser(
-        prog="python -m hierbench.torch_bench", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--out", default="results/torch")
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="numbers of groups N")
-    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), help="default: all")
-    parser.add_argument("--engines", nargs="+", choices=list(ENGINES), help="default: all")
-    parser.add_argument("--steps", type=int, help="one budget for every N (default: STEPS per N)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch's device")
-    parser.add_argument(
-        "--report-only", action="store_true", help="rebuild the table and figure from records"
-    )
-    args = parser.parse_args(argv)
+def run_torch_bench(
+    out: str | Path = "results/torch",
+    sizes: tuple[int, ...] | None = None,
+    families: tuple[str, ...] | None = None,
+    engines: tuple[str, ...] | None = None,
+    steps: int | None = None,
+    device: str = "cpu",
+    report_only: bool = False,
+    progress: bool | None = None,
+) -> int:
+    """Run the benchmark (or only rebuild its outputs from the records) and write them; see :func:`cells`
+    for the selection arguments.  Returns 0, or 1 when a cell raised or its worker died."""
+    from hierbench.records import read_records
+    from hierbench.sweep import run_sweep
 
-    from hierbench.records import append_record, read_records
-
-    out = Path(args.out)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / "records.jsonl"
-    if not args.report_only:
-        from hierbench.harness import run_one
-
+    failed = False
+    if not report_only:
+        todo = cells(sizes, families, engines, steps, device)
         if records_path.exists():  # keep the previous run rather than lose it
             shutil.move(records_path, out / "records.prev.jsonl")
-        # a cold torch.compile cache, so compile_s is what a first run pays
+        # a cold torch.compile cache, so compile_s is what a first run pays (the workers inherit it)
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="hierbench-inductor-")
-        steps = {n: args.steps for n in args.sizes} if args.steps else None
-        runs = plan(
-            tuple(args.sizes),
-            args.families and tuple(args.families),
-            args.engines and tuple(args.engines),
-            steps,
-            args.device,
-        )
         t0 = time.perf_counter()
-        for i, run in enumerate(runs, 1):
-            kw = run["kwargs"]
-            print(f"[{i}/{len(runs)}] {run['family']} N={kw['data_params']['N']} {run['engine']}", flush=True)
-            load_start = os.getloadavg()[0]
-            record = run_one(**kw, progress=False) | {"engine": run["engine"], "family": run["family"]}
-            # other processes on the machine distort timings (torch's spinning OpenMP workers most)
-            record["loadavg_1min"] = [load_start, os.getloadavg()[0]]
-            append_record(records_path, record)
-            rate = record.get("steps_per_s")
-            print(
-                f"    {record['status']}: {record['steps']} steps, {rate or 0:.1f} steps/s, "
-                f"compile {record.get('compile_s') or 0:.1f}s, ELBO {record.get('elbo')}",
-                flush=True,
-            )
+        result = run_sweep(
+            EXPERIMENT, records_path, references=None, progress=progress, runner=run_cell, cells=todo
+        )
+        failed = bool(result.failed)
         print(f"torch-bench finished in {time.perf_counter() - t0:.0f}s", flush=True)
     paths = write_outputs(read_records([records_path]), out)
     for name, path in paths.items():
         print(f"{name}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return 1 if failed else 0

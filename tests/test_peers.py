@@ -170,9 +170,10 @@ def test_stan_vi_with_cmdstanpy_records_ok(method, monkeypatch, tmp_path):
 
 
 def test_peer_comparison_table():
-    from hierbench.peers import compare, markdown, plan, time_to_target
+    from hierbench.peers import compare, markdown, time_to_common_target
+    from hierbench.sweep import expand, find_experiment, load_experiment
 
-    runs = plan()
+    runs = [c.kwargs for c in expand(load_experiment(find_experiment("peers")))]
     assert {(r["method"], r["data_params"]["N"]) for r in runs if r["method"].startswith("numpyro")} == {
         ("numpyro-autonormal", 100),
         ("numpyro-autonormal", 1000),
@@ -203,7 +204,7 @@ def test_peer_comparison_table():
 
     ours = rec("meanfield", [-100.0, -20.0, -10.0, -9.0], 200.0)
     theirs = rec("numpyro-autonormal", [-100.0, -50.0, -15.0, -10.0], 100.0)
-    assert time_to_target(ours, -10.0) == 2.0 and time_to_target(theirs, -10.0) == 3.0
+    assert time_to_common_target(ours, -10.0) == 2.0 and time_to_common_target(theirs, -10.0) == 3.0
     (row,) = compare([ours, theirs])
     assert row["target_elbo"] == -10.0 and row["tt_target_ratio"] == pytest.approx(2 / 3)
     assert row["steps_per_s_ratio"] == 2.0

@@ -197,6 +197,64 @@ def test_run_defaults_are_run_ones():
     }
 
 
+CASES = """
+[defaults]
+dataset = "hier-linear"
+data_params = { n = 5, d = 2 }
+checkpoints = 1
+
+[defaults.cases]
+size = [{ data_params = { N = 5 }, steps = 20 }, { data_params = { N = 50 }, steps = 10, checkpoints = 2 }]
+engine = [{ backend = "jax" }, { backend = "torch", backend_options = { compile = [false, true] } }]
+
+[[runs]]
+method = "meanfield"
+
+[[runs]]
+method = "branch"
+cases.size = [{ data_params = { N = 7 }, steps = 5 }]   # replaces [defaults]' size axis
+
+[quick]
+steps = 3   # [quick] comes after the cases
+"""
+
+
+def test_cases_are_axes_that_vary_together(tmp_path):
+    exp = load_experiment(write(tmp_path, CASES))
+    cells = expand(exp)
+    got = [
+        (
+            c.kwargs["method"],
+            c.kwargs["data_params"]["N"],
+            c.kwargs["steps"],
+            c.kwargs["checkpoints"],
+            c.kwargs["backend"],
+            c.kwargs.get("backend_options"),
+        )
+        for c in cells
+    ]
+    jax_torch = [("jax", None), ("torch", {"compile": False}), ("torch", {"compile": True})]
+    # case axes outermost, in order of appearance; a list inside a case is an axis of its own
+    assert got == [("meanfield", 5, 20, 1, *e) for e in jax_torch] + [
+        ("meanfield", 50, 10, 2, *e) for e in jax_torch
+    ] + [("branch", 7, 5, 1, *e) for e in jax_torch]
+    validate(cells, "cases")
+    assert {c.kwargs["steps"] for c in expand(exp, quick=True)} == {3}
+    # a cell has backend keys only where the experiment sets them (other experiments' ids are unchanged)
+    plain = expand(load_experiment(write(tmp_path, TINY, "plain.toml")))
+    assert all("backend" not in c.kwargs and "backend_options" not in c.kwargs for c in plain)
+
+
+def test_run_sweep_runs_the_cells_it_is_given(tmp_path):
+    exp = load_experiment(write(tmp_path, TINY))
+    some = [c for c in expand(exp) if c.kwargs["method"] == "branch"]
+    out = tmp_path / "records.jsonl"
+    result = run_sweep(exp, out, jobs=0, references=NO_REFS, progress=False, cells=some)
+    assert result.cells == 1 and not result.failed
+    (rec,) = read_records([out])
+    assert rec["cell_id"] == some[0].cell_id and rec["method"] == "branch"
+
+
 @pytest.mark.parametrize("name", ["scaling", "accuracy", "movielens", "theta_collapse"])
 def test_shipped_experiments_are_valid(name):
     assert name in available_experiments()
@@ -242,6 +300,9 @@ def test_shipped_experiments_are_valid(name):
             "float",
         ),
         (TINY.replace("steps = 20", "steps = 0"), "steps must be an integer >= 1"),
+        (TINY + "\n[[runs]]\nmethod = 'branch'\nbackend = 'numpy'\n", "unknown backend 'numpy'"),
+        (TINY.replace("seeds = [0, 1]", "cases.size = [{ label = 'x' }]"), "unknown key(s) label"),
+        (TINY.replace("seeds = [0, 1]", "cases.size = []"), "non-empty list of tables"),
     ],
 )
 def test_bad_experiment_exits_2_and_runs_nothing(text, message, tmp_path, capsys):

@@ -423,13 +423,14 @@ def test_torch_bench_plan_and_outputs(tmp_path):
 
     import matplotlib.image
 
-    from hierbench.torch_bench import ENGINES, FAMILIES, plan, write_outputs
+    from hierbench.torch_bench import ENGINES, cells, write_outputs
 
-    runs = plan((100,), device="cuda")
-    assert len(runs) == len(FAMILIES) * len(ENGINES) and runs[0]["engine"] == "JAX jit"
+    runs = cells((100,), device="cuda")
+    families = set(run.label for run in runs)
+    assert len(runs) == len(families) * len(ENGINES) == 18 and runs[0].kwargs["backend"] == "jax"
     for run in runs:
-        options = run["kwargs"]["backend_options"]
-        assert (options or {}).get("device") == ("cuda" if run["kwargs"]["backend"] == "torch" else None)
+        options = run.kwargs.get("backend_options")
+        assert (options or {}).get("device") == ("cuda" if run.kwargs["backend"] == "torch" else None)
     committed = Path(__file__).parents[1] / "results" / "torch" / "records.jsonl"
     records = [json.loads(line) for line in committed.read_text().splitlines()]
     paths = write_outputs(records, tmp_path)

@@ -1,0 +1,1 @@
+"""Reports: what tables and figures compute from records (records in, numbers out; nothing runs)."""

@@ -1,0 +1,104 @@
+"""Every plan is an experiment file: each expands to exactly the run_one keyword arguments its former
+Python plan produced (frozen in tests/data/plans.json before those plans were deleted)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+from hierbench.harness import run_one
+from hierbench.sweep import expand, find_experiment, load_experiment, validate
+
+FROZEN = json.loads((Path(__file__).parent / "data" / "plans.json").read_text(encoding="utf-8"))
+# what run_one does when a keyword is not given: the two sides may spell a default or leave it out
+RUN_ONE_DEFAULTS = {
+    k: p.default
+    for k, p in inspect.signature(run_one).parameters.items()
+    if k in ("seed", "steps", "eval_draws", "checkpoints", "backend", "backend_options", "budget_s")
+}
+PLAN_FILES = ("bench", "bench-accuracy", "peers", "torch-bench", "regress-quick", "regress-tiny")
+
+
+def normal(kwargs: dict) -> str:
+    """One cell as canonical JSON, with run_one's defaults filled in."""
+    return json.dumps(RUN_ONE_DEFAULTS | kwargs, sort_keys=True)
+
+
+def cells(name: str, quick: bool = False) -> list[dict]:
+    return [c.kwargs for c in expand(load_experiment(find_experiment(name)), quick=quick)]
+
+
+def same_cells(toml: list[dict], old: list[dict]) -> None:
+    assert len(toml) == len(old)
+    assert sorted(map(normal, toml)) == sorted(map(normal, old))
+
+
+@pytest.mark.parametrize("name", PLAN_FILES)
+def test_every_plan_file_is_valid(name):
+    experiment = load_experiment(find_experiment(name))
+    validate(expand(experiment), name)
+
+
+def test_bench_plan_is_the_old_plan():
+    from hierbench.bench import select_sizes
+
+    same_cells(cells("bench"), FROZEN["bench"])
+    grid = expand(load_experiment(find_experiment("bench")))
+    for sizes in ((10,), (100, 1000)):
+        old = [kw for kw in FROZEN["bench"] if kw["data_params"]["N"] in sizes]
+        same_cells([c.kwargs for c in select_sizes(grid, sizes)], old)
+
+
+def test_accuracy_plan_is_the_old_plan():
+    same_cells(cells("bench-accuracy"), FROZEN["bench-accuracy"])
+
+
+def test_peers_plan_is_the_old_plan_pair_by_pair():
+    for quick, key in ((False, "peers"), (True, "peers-quick")):
+        toml = cells("peers", quick=quick)
+        same_cells(toml, FROZEN[key])
+        # the two runs of a pair follow each other (so that load on the machine hits both alike)
+        for ours, peer in zip(toml[::2], toml[1::2], strict=True):
+            assert peer["method"].startswith("numpyro-") and not ours["method"].startswith("numpyro-")
+            assert {k: v for k, v in ours.items() if k != "method"} == {
+                k: v for k, v in peer.items() if k != "method"
+            }
+
+
+def test_torch_bench_plan_is_the_old_plan():
+    from hierbench.torch_bench import cells as torch_cells
+    from hierbench.torch_bench import engine_of
+
+    for device, key in (("cpu", "torch-bench"), ("cuda", "torch-bench-cuda")):
+        old = FROZEN[key]
+        assert {kw.pop("references") for kw in old} == {None}  # the command passes references=None
+        new = torch_cells(device=device)
+        labelled = [
+            c.kwargs
+            | {
+                "family": c.label,
+                "engine": engine_of(c.kwargs.get("backend"), c.kwargs.get("backend_options")),
+            }
+            for c in new
+        ]
+        same_cells(labelled, old)
+        # JAX first in each (family, N): its final ELBO sets the target
+        firsts = {}
+        for c in new:
+            firsts.setdefault((c.label, c.kwargs["data_params"]["N"]), c.kwargs.get("backend"))
+        assert set(firsts.values()) == {"jax"}
+
+
+def test_regress_suites_are_the_old_suites():
+    from hierbench import regress as rg
+
+    for name in ("quick", "tiny"):
+        frozen, suite = FROZEN[f"regress-{name}"], rg.get_suite(name)
+        # the same definition and digest: the committed baselines stay current
+        assert json.loads(json.dumps(suite.definition())) == frozen["definition"]
+        assert suite.digest() == frozen["digest"]
+        runs = [suite.cell(e, 1000) | {"name": e.name} for e in suite.entries]
+        assert runs == [kw | {"seed": 1000} for kw in frozen["cells"]]  # in the same order
