@@ -2,7 +2,7 @@
 
 Every file hierbench writes goes through here, so a crash never leaves a half-written file behind
 (:func:`atomic_write`), two processes never interleave a line (:func:`append_line`), and two sweeps
-never write the same records file (:func:`exclusive_lock`).
+never write the same records file (:func:`file_lock`).
 """
 
 from __future__ import annotations
