@@ -58,27 +58,21 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.scipy.special import logsumexp
 
+import hierbench._jax  # noqa: F401  (float64 on)
 from hierbench.datasets import movielens_synth as synth
 from hierbench.datasets.base import HierModel, ParamError, check_positive_int
-from hierbench.methods import _gaussian as g
-from hierbench.methods import amortized, dense
-from hierbench.methods.base import (
-    Family,
-    Infeasible,
-    StepInfo,
-    TrainConfig,
-    VIState,
-    choice_without_replacement,
-    stratified_neg_elbo,
-    train_config,
-)
-from hierbench.records import append_record, env_info, read_records
+from hierbench.harness.backends.jax_backend import JaxBackend
+from hierbench.harness.budget import plan_run
+from hierbench.harness.loop import fit
+from hierbench.methods import amortized, branch, dense
+from hierbench.methods._ops import namespace
+from hierbench.methods.base import Family, Infeasible, Method, TrainConfig, train_config
+from hierbench.methods.batches import Pick, Stratum, plan_strata, size_levels
+from hierbench.methods.vi import make_vi
+from hierbench.records import Record, append_record, env_info, finish, new_record, read_records
 from hierbench.scoring import log_q_check, summarize
-
-jax.config.update("jax_enable_x64", True)
 
 METHODS = ("amortized-potential", "amortized-moments", "branch", "dense")
 DEFAULT_OUT = Path("results/scale")
@@ -91,7 +85,7 @@ QUICK = {
     "num_users": 2000,
     "methods": ("amortized-potential", "branch", "dense"),
     "steps": 40,
-    "budget_s": 20.0,
+    "budget_s": None,
     "chunk_steps": 20,
     "checkpoints": 1,
     "eval_draws": 8,
@@ -181,74 +175,82 @@ class ScaleConfig:
 
 
 class DeviceStore(NamedTuple):
-    """A :class:`~hierbench.datasets.movielens_synth.RatingStore`'s arrays on the device."""
+    """A :class:`~hierbench.datasets.movielens_synth.RatingStore`'s arrays (on the device once a step
+    reads them)."""
 
-    offsets: jax.Array  # (N + 1,) int64
-    num_train: jax.Array  # (N,) int32
-    movie: jax.Array  # (R,) int32
-    y: jax.Array  # (R,) uint8
-    table: jax.Array  # (M, d) float: the movie × feature table
+    offsets: Any  # (N + 1,) int64
+    num_train: Any  # (N,) int32
+    movie: Any  # (R,) int32
+    y: Any  # (R,) uint8
+    table: Any  # (M, d) float: the movie × feature table
+
+
+def store_arrays(store: synth.RatingStore, dtype: Any) -> DeviceStore:
+    """The store's arrays as numpy; the feature table in ``dtype``."""
+    return DeviceStore(store.offsets, store.num_train, store.movie, store.y, np.asarray(store.genres, dtype))
 
 
 def to_device(store: synth.RatingStore, dtype: Any) -> DeviceStore:
-    """Move the store to the default device; the feature table in ``dtype``."""
-    return DeviceStore(
-        jnp.asarray(store.offsets),
-        jnp.asarray(store.num_train),
-        jnp.asarray(store.movie),
-        jnp.asarray(store.y),
-        jnp.asarray(store.genres, dtype),
-    )
+    """The store's arrays on JAX's default device; the feature table in ``dtype``."""
+    return DeviceStore(*(jnp.asarray(a) for a in store_arrays(store, dtype)))
 
 
-def gather(store: DeviceStore, users: jax.Array, width: int, part: str = "train") -> dict[str, jax.Array]:
+def gather(store: DeviceStore, users: Any, width: int, part: str = "train") -> dict[str, Any]:
     """The contract's padded rows of ``users`` ``(B,)``: ``x (B, width, d)``, ``y``, ``mask``, in the
     table's dtype, gathered from the CSR arrays (padding is zero, like the registered datasets')."""
+    xp = namespace(store.table)
     dtype = store.table.dtype
-    start = store.offsets[users]
-    n_train = store.num_train[users].astype(start.dtype)
+    start = xp.take(store.offsets, users, axis=0)
+    n_train = xp.astype(xp.take(store.num_train, users, axis=0), start.dtype)
     if part == "train":
         first, size = start, n_train
     else:
-        first, size = start + n_train, store.offsets[users + 1] - start - n_train
-    pos = jnp.arange(width, dtype=start.dtype)
+        first, size = start + n_train, xp.take(store.offsets, users + 1, axis=0) - start - n_train
+    pos = xp.arange(width, dtype=start.dtype)
     valid = pos[None, :] < size[:, None]
-    rows = jnp.where(valid, first[:, None] + pos[None, :], 0)
-    movie = jnp.take(store.movie, rows)
-    x = jnp.take(store.table, movie, axis=0) * valid[..., None].astype(dtype)
-    y = jnp.where(valid, jnp.take(store.y, rows), 0).astype(dtype)
-    return {"x": x, "y": y, "mask": valid.astype(dtype)}
+    rows = xp.where(valid, first[:, None] + pos[None, :], xp.zeros_like(first[:, None]))
+    movie = xp.take(store.movie, xp.reshape(rows, (-1,)), axis=0)
+    x = (
+        xp.reshape(xp.take(store.table, movie, axis=0), (*rows.shape, -1))
+        * xp.astype(valid, dtype)[..., None]
+    )
+    y_raw = xp.reshape(xp.take(store.y, xp.reshape(rows, (-1,)), axis=0), rows.shape)
+    y = xp.astype(xp.where(valid, y_raw, xp.zeros_like(y_raw)), dtype)
+    return {"x": x, "y": y, "mask": xp.astype(valid, dtype)}
 
 
-class Stratum(NamedTuple):
-    """Users of one size stratum, the width they pad to, users per step and the scale N_s/B_s."""
+class RatingStoreBatches:
+    """A batch source over the compressed rating store (:mod:`hierbench.methods.batches`): users
+    stratified by size as :class:`~hierbench.methods.batches.Stratified` does on padded data, but each
+    step's rows gathered from the CSR arrays, so nothing is ever padded beyond one stratum's batch."""
 
-    users: np.ndarray
-    width: int
-    alloc: int
-    scale: float
+    def __init__(self, store: synth.RatingStore, batch_users: int, max_strata: int):
+        self.store, self.batch_users, self.max_strata = store, batch_users, max_strata
+        self.plan = plan_strata(store.train_sizes, batch_users, max_strata)
+        self.strata = tuple(Stratum(len(p.groups), p.alloc, p.scale) for p in self.plan)
+        self.groups_per_pick = tuple(p.alloc for p in self.plan)
 
+    def arrays(self, dtype: str) -> dict[str, Any]:
+        return {"store": store_arrays(self.store, dtype), "strata": [p.groups for p in self.plan]}
 
-def size_levels(sizes: np.ndarray) -> np.ndarray:
-    """⌊log₂ n_i⌋ (n_i ≥ 1), the size buckets of :func:`~hierbench.datasets.base.row_layout`."""
-    return np.floor(np.log2(np.maximum(sizes, 1))).astype(np.int64)
+    def picks(self, data: Any, positions: list[Any]) -> list[Pick]:
+        out = []
+        for p, users_s, pos in zip(self.plan, data["strata"], positions, strict=True):
+            users = namespace(users_s).take(users_s, pos, axis=0)
+            out.append(Pick(users, gather(data["store"], users, p.width), p.scale))
+        return out
 
-
-def plan_strata(sizes: np.ndarray, batch_users: int, max_strata: int) -> list[Stratum]:
-    """make_vi's stratification: log₂ buckets merged into ≤ ``max_strata`` runs of consecutive sizes,
-    proportional allocation of ``batch_users`` with at least one user per stratum."""
-    level = size_levels(sizes)
-    levels = np.unique(level)
-    runs = np.array_split(np.arange(len(levels)), min(max_strata, len(levels)))
-    num_users = len(sizes)
-    batch_users = min(batch_users, num_users)
-    out = []
-    for run in runs:
-        users = np.flatnonzero(np.isin(level, levels[run])).astype(np.int32)
-        n = len(users)
-        alloc = min(n, max(1, round(batch_users * n / num_users)))
-        out.append(Stratum(users, max(1, int(sizes[users].max())), alloc, n / alloc))
-    return out
+    def describe(self) -> dict[str, Any]:
+        return {
+            "batch_groups": self.batch_users,
+            "row_layout": True,
+            "strata": len(self.plan),
+            "groups_per_step": sum(self.groups_per_pick),
+            "strata_widths": [p.width for p in self.plan],
+            "strata_users": [len(p.groups) for p in self.plan],
+            "rows_per_step": sum(p.alloc * p.width for p in self.plan),
+            "max_strata": self.max_strata,
+        }
 
 
 # --------------------------------------------------------------------------- families
@@ -273,45 +275,6 @@ def schema_model(store: synth.RatingStore, name: str, params: dict[str, Any]) ->
     )
 
 
-def branch_family(num_groups: int, dim_global: int, dim_local: int, init_sd: float = 0.1) -> Family:
-    """:mod:`hierbench.methods.branch`'s family, built from the same :mod:`~hierbench.methods._gaussian`
-    pieces, with its ``draw_local`` for chunked scoring (``branch.make`` returns only a Method; the
-    draws and densities are tested to equal its ``sample``)."""
-
-    def init_params(key):
-        return g.global_init(dim_global, init_sd) | {
-            "l_shift": jnp.zeros((num_groups, dim_local)),
-            "l_gain": jnp.zeros((num_groups, dim_local, dim_global)),
-            "l_chol": g.raw_chol_init((num_groups, dim_local, dim_local), init_sd),
-        }
-
-    def local(params, idx):
-        keys = ("l_shift", "l_gain", "l_chol")
-        shift, gain, raw = (params[k] if idx is None else params[k][idx] for k in keys)
-        return shift, gain, g.chol_from_raw(raw)
-
-    def draw_local(params, key, theta, idx, data_b):
-        return g.conditional_draw(key, theta - params["g_mean"], *local(params, idx))
-
-    def draw(params, key, num_draws, idx, data_b):
-        k_global, k_local = jax.random.split(key)
-        theta = g.global_draw(params, k_global, num_draws)
-        return theta, draw_local(params, k_local, theta, idx, data_b)
-
-    def log_q(params, theta, z, idx, data_b):
-        lq_local = g.conditional_log_q(theta - params["g_mean"], z, *local(params, idx))
-        return g.global_log_q(params, theta), lq_local
-
-    return Family(
-        init_params,
-        draw,
-        log_q,
-        factorizes_over_groups=True,
-        draw_global=g.global_draw,
-        draw_local=draw_local,
-    )
-
-
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
@@ -328,7 +291,7 @@ def build_method(
         return family, cfg, config
     if name == "branch":
         init_sd = method_params.get("init_sd", 0.1)
-        family = branch_family(model.num_groups, model.dim_global, model.dim_local, init_sd)
+        family = branch.build_family(model.num_groups, model.dim_global, model.dim_local, init_sd)
         return family, train_config(train), {"init_sd": init_sd}
     if name == "dense":
         dense.make(model, **train)  # raises Infeasible far below this size
@@ -339,72 +302,27 @@ def build_method(
 # --------------------------------------------------------------------------- training
 
 
-def make_loss(family: Family, model: HierModel, cfg: TrainConfig, strata: list[Stratum]) -> Callable:
-    """``loss(params, key, data)``: make_vi's stratified minibatch estimate of −ELBO, its users drawn
-    (without replacement, per stratum) and gathered from ``data = {"store": DeviceStore, "strata":
-    (users_s, ...)}``; unbiased for the full-data −ELBO's expectation (tested)."""
-    scales = [s.scale for s in strata]
-
-    def neg_elbo(params, key, picks):
-        return stratified_neg_elbo(model, family, cfg, scales, params, key, picks)
-
-    def loss(params, key, data):
-        key_batch, key_draw = jax.random.split(key)
-        picks = []
-        for s, stratum in enumerate(strata):
-            key_s = jax.random.fold_in(key_batch, s)
-            pick = choice_without_replacement(key_s, len(stratum.users), stratum.alloc)
-            users = data["strata"][s][pick]
-            picks.append((users, gather(data["store"], users, stratum.width)))
-        return neg_elbo(params, key_draw, picks)
-
-    return loss
-
-
-def make_step(
-    family: Family, model: HierModel, cfg: TrainConfig, strata: list[Stratum]
-) -> tuple[Callable, optax.GradientTransformation]:
-    """``step(key, state, data) -> (state, StepInfo)``: one Adam step (``cfg.optimizer()``) on
-    :func:`make_loss`; returns the step and the optimizer."""
-    opt = cfg.optimizer()
-    loss = make_loss(family, model, cfg, strata)
-
-    def step(key, state, data):
-        value, grads = jax.value_and_grad(loss)(state.params, key, data)
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        return VIState(optax.apply_updates(state.params, updates), opt_state, state.step + 1), StepInfo(value)
-
-    return step, opt
-
-
-def strata_data(store: synth.RatingStore, strata: list[Stratum], dtype: Any) -> dict[str, Any]:
-    """The ``data`` argument of :func:`make_loss` and :func:`make_step`: the store and the strata's users."""
-    return {"store": to_device(store, dtype), "strata": tuple(jnp.asarray(s.users) for s in strata)}
+def build_vi(name: str, model: HierModel, store: synth.RatingStore, cfg: ScaleConfig, steps: int) -> Method:
+    """``name``'s :class:`~hierbench.methods.base.Method` on the store: its family, trained by
+    :func:`~hierbench.methods.vi.make_vi` on :class:`RatingStoreBatches` for ``steps`` steps."""
+    family, train, config = build_method(name, model, store, cfg.method_params)
+    train = dataclasses.replace(train, steps=steps)
+    batches = RatingStoreBatches(store, cfg.batch_users, cfg.max_strata)
+    return make_vi(model, family, train, batches, **config, chunk_steps=cfg.chunk_steps)
 
 
 def step_setup(
     name: str, store: synth.RatingStore, model: HierModel, batch_users: int, max_strata: int
-) -> tuple[Callable, VIState, dict[str, Any], list[Stratum]]:
-    """``(step, initial state, data, strata)`` of ``name``'s training step with its default settings,
-    built as :func:`_fit` builds it (float64): what the perf suite and ``benchmarks/perf/strata_step.py``
+) -> tuple[Callable, Any, dict[str, Any], list]:
+    """``(step, initial state, data, strata plan)`` of ``name``'s training step with its default
+    settings (float64), as a run builds it: what the perf suite and ``benchmarks/perf/strata_step.py``
     time."""
-    family, train, _ = build_method(name, model, store, {})
-    strata = plan_strata(store.train_sizes, batch_users, max_strata)
-    step, opt = make_step(family, model, train, strata)
-    params = family.init_params(jax.random.key(0))
-    state = VIState(params, opt.init(params), jnp.zeros((), jnp.int32))
-    return step, state, strata_data(store, strata, jnp.dtype(train.dtype)), strata
-
-
-def compile_chunk(step: Callable, chunk: int, key: jax.Array, state: VIState, data: Any) -> tuple[Any, float]:
-    """``lax.scan`` of ``chunk`` steps, compiled ahead of time; returns (program, compile seconds)."""
-
-    def run_chunk(key, state, data):
-        return jax.lax.scan(lambda s, k: step(k, s, data), state, jax.random.split(key, chunk))
-
-    t0 = time.perf_counter()
-    compiled = jax.jit(run_chunk).lower(key, state, data).compile()
-    return compiled, time.perf_counter() - t0
+    cfg = ScaleConfig(
+        num_users=store.num_users, methods=(name,), batch_users=batch_users, max_strata=max_strata
+    )
+    method = build_vi(name, model, store, cfg, 10_000)
+    data = jax.tree.map(jnp.asarray, method.batches.arrays(method.config["dtype"]))
+    return method.step, method.init(jax.random.key(0)), data, method.batches.plan
 
 
 # --------------------------------------------------------------------------- scoring
@@ -427,18 +345,18 @@ class ChunkedScorer:
 
     def __init__(
         self,
-        family: Family,
+        method: Method,
         model: HierModel,
         store: synth.RatingStore,
-        device_store: DeviceStore,
         num_draws: int,
         iw_k: int = 10,
         max_floats: int = EVAL_FLOATS,
         max_segments: int | None = None,
     ):
-        if family.draw_global is None or family.draw_local is None:
-            raise ParamError("chunked scoring needs a family with draw_global and draw_local")
-        self.family, self.model, self.num_draws = family, model, num_draws
+        if method.sample_global is None or method.sample_local is None:
+            raise ParamError("chunked scoring needs a method with sample_global and sample_local")
+        self.method, self.model, self.num_draws = method, model, num_draws
+        device_store = to_device(store, jnp.float64)
         self.iw_k = max(1, min(iw_k, num_draws // 2))  # at least two IW-ELBO terms
         self.store = device_store
         self.dim = model.dim_global + store.num_users * store.dim
@@ -462,19 +380,18 @@ class ChunkedScorer:
                 (jnp.asarray(ids.reshape(-1, size)), jnp.asarray(valid.reshape(-1, size)), width, twidth)
             )
         self._chunk = jax.jit(self._score_chunk, static_argnums=(0, 1))
-        self._theta = jax.jit(family.draw_global, static_argnums=2)
+        self._theta = jax.jit(method.sample_global, static_argnums=2)
         self.compile_s: float | None = None
 
     def _score_chunk(self, width, twidth, params, theta, key, users, valid, store):
-        family, model, S = self.family, self.model, theta.shape[0]
+        method, model, S = self.method, self.model, theta.shape[0]
         data = gather(store, users, width, "train")
         test = gather(store, users, twidth, "test")
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(users.shape[0]))
 
         def one(k, u, d, t):  # one user: per-draw terms (S,), so dummy users can be dropped
             d1, t1, u1 = jax.tree.map(lambda a: a[None], d), jax.tree.map(lambda a: a[None], t), u[None]
-            z = family.draw_local(params, k, theta, u1, d1)
-            lq_global, lq_local = family.log_q(params, theta, z, u1, d1)
+            z, lq_global, lq_local = method.sample_local(k, params, theta, u1, d1)
             local = model.log_local(theta[:, None, :], z, d1)[:, 0]
             test_ll = model.log_lik(theta[:, None, :], z, t1)[:, 0]
             return local - lq_local, lq_local, test_ll, lq_global
@@ -489,7 +406,7 @@ class ChunkedScorer:
         t0 = time.perf_counter()
         params = as_float64(params)
         k_theta, k_local = jax.random.split(key)
-        theta = self._theta(params, k_theta, self.num_draws)
+        theta = self._theta(k_theta, params, self.num_draws)
         local = jnp.zeros(self.num_draws)
         lq_local = jnp.zeros(self.num_draws)
         lpd, lq_global, c = 0.0, None, 0
@@ -512,9 +429,9 @@ class ChunkedScorer:
             "heldout_lpd_per_obs": lpd / self.num_test,
             "heldout_obs": self.num_test,
         }
+        self.last = {"log_w": log_w, "theta": np.asarray(theta), "z": None}
         if self.compile_s is None:  # the first call compiles every bucket's program
             self.compile_s = time.perf_counter() - t0
-        summary["eval_s"] = time.perf_counter() - t0
         return summary
 
 
@@ -564,44 +481,31 @@ def load_store(
     return store, "movielens-small", params
 
 
-def new_record(name: str, cfg: ScaleConfig, dataset: str, data_params: dict[str, Any], run_id: str) -> dict:
-    """A record in :func:`hierbench.harness.run_one`'s schema, before the run."""
-    method = name.split("-", 1)[0]
-    return {
-        "record_id": uuid.uuid4().hex,
-        "run_id": run_id,
-        "runner": "hierbench.scale",
-        "method": method,
-        "dataset": dataset,
-        "data_params": data_params,
-        "method_params": dict(cfg.method_params),
-        "seed": cfg.seed,
-        "backend": "jax",
-        "status": "error",
-        "elbo": None,
-        "elbo_se": None,
-        "log_evidence": None,
-        "kl": None,
-        "kl_per_group": None,
-        "global_mean": None,
-        "global_sd": None,
-        "steps": 0,
-        "grad_evals": 0,
-        "wall_s": 0.0,
-        "compile_s": None,
-        "trace": [],
-        "accuracy": None,
-        "reference": "no reference store",
-        "budget_s": cfg.budget_s,
-    }
+def scale_record(
+    name: str, cfg: ScaleConfig, dataset: str, data_params: dict[str, Any], run_id: str
+) -> Record:
+    """The record of ``name``'s run (:func:`~hierbench.records.new_record`), before the run."""
+    return new_record(
+        name.split("-", 1)[0],
+        dataset,
+        data_params,
+        dict(cfg.method_params),
+        cfg.seed,
+        "jax",
+        run_id=run_id,
+        runner="hierbench.scale",
+        accuracy=None,
+        reference="no reference store",
+        budget_s=cfg.budget_s,
+    )
 
 
-def run_method(name: str, cfg: ScaleConfig, run_id: str = "", progress: bool | None = None) -> dict[str, Any]:
+def run_method(name: str, cfg: ScaleConfig, run_id: str = "", progress: bool | None = None) -> Record:
     """Fit one method of :data:`METHODS` to the run's store and return its record (never raises)."""
-    record: dict[str, Any] = {}
+    record: Record | None = None
     try:
         store, dataset, data_params = load_store(cfg)
-        record = new_record(name, cfg, dataset, data_params, run_id)
+        record = scale_record(name, cfg, dataset, data_params, run_id)
         record |= {
             "num_groups": store.num_users,
             "num_obs": int(store.train_sizes.sum()),
@@ -618,32 +522,27 @@ def run_method(name: str, cfg: ScaleConfig, run_id: str = "", progress: bool | N
             record["theta_true"] = synth.true_theta().tolist()
         model = schema_model(store, dataset, data_params)
         record["dim"] = model.dim_global + model.num_groups * model.dim_local  # of the joint (θ, z)
-        family, train, config = build_method(name, model, store, cfg.method_params)
-        _fit(record, name, cfg, store, model, family, train, config, progress)
+        _fit(record, name, cfg, store, model, progress)
     except Infeasible as err:
-        record |= {"status": "infeasible", "error": str(err), "memory_bytes": err.memory_bytes}
+        finish(record, "infeasible", str(err), memory_bytes=err.memory_bytes)
         if name == "dense" and "dim" in record:  # the D × D factor alone, in float64
             record["covariance_bytes"] = 8 * record["dim"] ** 2
     except Exception as err:  # one method's failure is its record, not the run's end
-        record = record or new_record(name, cfg, "", {}, run_id)
-        record |= {
-            "status": "error",
-            "error": f"{type(err).__name__}: {err}",
-            "traceback": traceback.format_exc(),
-        }
+        record = record or scale_record(name, cfg, "", {}, run_id)
+        finish(record, "error", f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
     record |= memory_info()
     record.setdefault("env", env_info(record.get("method_params", {}).get("dtype")))
     return record
 
 
-def _fit(record, name, cfg, store, model, family, train, config, progress) -> None:
-    """Train in timed chunks with off-clock chunked scoring; fills ``record``."""
-    strata = plan_strata(store.train_sizes, cfg.batch_users, cfg.max_strata)
-    dtype = jnp.dtype(train.dtype)
-    chunk = cfg.chunk_steps
-    key_init, key_run, key_score = jax.random.split(jax.random.key(cfg.seed), 3)
-    params = jax.tree.map(lambda a: jnp.asarray(a, dtype), family.init_params(key_init))
+def _fit(
+    record: Record, name: str, cfg: ScaleConfig, store: synth.RatingStore, model: HierModel, progress
+) -> None:
+    """Plan (the budget rule), then the one timed loop with the chunked scorer; fills ``record``."""
+    family, train, _ = build_method(name, model, store, cfg.method_params)
+    params = jax.tree.map(lambda a: jnp.asarray(a, train.dtype), family.init_params(jax.random.key(0)))
     params_bytes = tree_bytes(params)
+    del params
     # Adam keeps two moments; a step holds the gradient, the update and the new values besides.
     # Measured: branch on 20,000 users (195 MB of parameters) peaked 1.5 GiB above the runtime's base,
     # 7.7× its parameters, hence 8×.
@@ -655,123 +554,24 @@ def _fit(record, name, cfg, store, model, family, train, config, progress) -> No
             f"with gradient and Adam state), more than {MEMORY_HEADROOM:.0%} of this machine's memory",
             memory_bytes=estimate,
         )
-    data = strata_data(store, strata, dtype)
-    steps = cfg.steps
-    calibration = None
-    if steps is None:  # as many steps as fit the budget: time one chunk off the clock, then plan
-        step, opt = make_step(family, model, dataclasses.replace(train, steps=chunk), strata)
-        state = VIState(params, opt.init(params), jnp.zeros((), jnp.int32))
-        compiled, compile_s = compile_chunk(step, chunk, key_run, state, data)
-        _beat()
-        # The first call is cold: it first touches the outputs' memory (branch at full size: 4.8 GB
-        # of parameters and Adam state, 2.9 s a step against 1.4 s warm, which ended its schedule
-        # after half its budget).  Plan on the second, warm call.
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(key_run, state, data))
-        cold = (time.perf_counter() - t0) / chunk
-        _beat()
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(key_run, state, data))
-        per_step = (time.perf_counter() - t0) / chunk
-        steps = max(chunk, chunk * int(cfg.budget_s / per_step / chunk))
-        calibration = {
-            "compile_s": compile_s,
-            "cold_s_per_step": cold,
-            "s_per_step": per_step,
-            "planned_steps": steps,
-        }
-        del compiled
-    steps = chunk * math.ceil(steps / chunk)
-    train = dataclasses.replace(train, steps=steps)
-    config = dataclasses.asdict(train) | config
-    config |= {
-        "batch_groups": cfg.batch_users,
-        "strata": len(strata),
-        "groups_per_step": sum(s.alloc for s in strata),
-        "strata_widths": [s.width for s in strata],
-        "strata_users": [len(s.users) for s in strata],
-        "rows_per_step": sum(s.alloc * s.width for s in strata),
-        "max_strata": cfg.max_strata,
-        "chunk_steps": chunk,
-        "gaussian_q": family.gaussian,
-    }
-    record |= {"method_params": config, "calibration": calibration, "env": env_info(train.dtype)}
-
-    step, opt = make_step(family, model, train, strata)
-    state = VIState(params, opt.init(params), jnp.zeros((), jnp.int32))
-    compiled, record["compile_s"] = compile_chunk(step, chunk, key_run, state, data)
+    backend = JaxBackend()
+    plan, probe = plan_run(
+        backend,
+        model,
+        lambda n: build_vi(name, model, store, cfg, n),
+        cfg.seed,
+        steps=cfg.steps,
+        checkpoints=cfg.checkpoints,
+        budget_s=cfg.budget_s,
+        chunk=cfg.chunk_steps,
+    )
     _beat()
-    scoring_store = data["store"]._replace(table=jnp.asarray(store.genres, jnp.float64))  # float64 x
-    scorer = ChunkedScorer(
-        family, model, store, scoring_store, cfg.eval_draws, max_segments=cfg.eval_segments
-    )
-    num_chunks = steps // chunk
-    every = max(1, math.ceil(num_chunks / cfg.checkpoints))
-
-    def checkpoint(done: int, wall_s: float, loss: float | None) -> dict[str, Any]:
-        score = scorer(jax.random.fold_in(key_score, done), state.params)
-        record["trace"].append(
-            {
-                "step": done,
-                "wall_s": wall_s,
-                "elbo": score["elbo"],
-                "elbo_se": score["elbo_se"],
-                "heldout_lpd_per_obs": score["heldout_lpd_per_obs"],
-                "train_neg_elbo": loss,
-                "eval_s": score["eval_s"],
-            }
-        )
-        return score
-
-    score = checkpoint(0, 0.0, None)
-    record["eval_compile_s"] = scorer.compile_s
-    from tqdm.auto import tqdm
-
-    wall_s, status, stopped_by, done = 0.0, "ok", "steps", 0
-    bar = tqdm(
-        total=steps,
-        desc=f"{name} N={store.num_users}",
-        unit="step",
-        disable=None if progress is None else not progress,
-        delay=2.0,
-        leave=False,
-    )
-    with bar:
-        for c in range(num_chunks):
-            t0 = time.perf_counter()
-            state, info = compiled(jax.random.fold_in(key_run, c), state, data)
-            jax.block_until_ready(state)
-            wall_s += time.perf_counter() - t0
-            _beat()
-            losses = np.asarray(info.neg_elbo)
-            finite = np.isfinite(losses)
-            done = chunk * c + (int(np.argmin(finite)) if not finite.all() else chunk)
-            record |= {"steps": done, "wall_s": wall_s}
-            bar.update(chunk)
-            if not finite.all() or not all(
-                bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(state.params)
-            ):
-                status = "diverged"
-                record["error"] = f"non-finite loss or parameters at step {done}"
-                break
-            over = cfg.budget_s is not None and wall_s >= cfg.budget_s
-            if over or c == num_chunks - 1 or (c + 1) % every == 0:
-                score = checkpoint(done, wall_s, float(losses.mean()))
-                bar.set_postfix(elbo=f"{score['elbo']:.4g}" if score["elbo"] is not None else "nan")
-            if over:
-                stopped_by = "budget"
-                break
-    record |= {"status": status, "stopped_by": stopped_by}
-    groups = record["method_params"]["groups_per_step"]
-    record["grad_evals"] = record["steps"] * train.num_samples
-    record["group_evals"] = record["steps"] * train.num_samples * groups
-    record["steps_per_s"] = record["steps"] / wall_s if wall_s > 0 else None
-    if status == "ok":
-        record |= {k: v for k, v in score.items() if k != "eval_s"}
-        if score["elbo"] is None:
-            record |= {"status": "diverged", "error": "non-finite log weights when scoring q"}
-        elif score.get("log_q_ok") is False:
-            record |= {"status": "diverged", "error": "Var[log q] on q's own draws is not D/2: q broke down"}
+    if probe is not None:
+        record |= {"probe": probe, "planned_steps": plan.steps}
+    method = build_vi(name, model, store, cfg, plan.steps)
+    record |= {"method_params": method.config, "env": env_info(train.dtype)}
+    scorer = ChunkedScorer(method, model, store, cfg.eval_draws, max_segments=cfg.eval_segments)
+    fit(record, model, method, backend, scorer, plan, cfg.seed, progress, beat=_beat)
     if "theta_true" in record and record.get("global_mean") is not None:
         mean, sd = np.asarray(record["global_mean"]), np.asarray(record["global_sd"])
         err = np.abs(mean - np.asarray(record["theta_true"])) / np.maximum(sd, 1e-12)
@@ -868,11 +668,7 @@ def _run_isolated(name: str, cfg: ScaleConfig, run_id: str, progress: bool | Non
     proc.join()
     if failure is None:
         return record
-    return new_record(name, cfg, dataset, {}, run_id) | {
-        "status": "error",
-        "error": failure,
-        "env": env_info(None),
-    }
+    return finish(scale_record(name, cfg, dataset, {}, run_id), "error", failure, env=env_info(None))
 
 
 def describe(rec: dict[str, Any]) -> str:

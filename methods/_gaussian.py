@@ -1,13 +1,23 @@
-"""Gaussian building blocks shared by the families: parameter maps, draws, log densities."""
+"""Gaussian building blocks shared by the families: parameter maps, draws, log densities.
+
+Written once against the array API (see :mod:`hierbench.methods._ops` for the four operations the
+standard lacks), so JAX and torch evaluate the same functions.  Draws take their standard normals
+``eps`` as an argument: the backend draws them (``jax.random.normal`` from split keys, or
+``torch.randn`` from a generator), so every function here is a pure function of arrays.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-import jax
-import jax.numpy as jnp
+import numpy as np
+
+from hierbench.methods import _ops
+from hierbench.methods._ops import einsum, namespace, softplus
 
 LOG_2PI = math.log(2.0 * math.pi)
+Array = Any
 
 
 def softplus_inv(y: float) -> float:
@@ -15,68 +25,75 @@ def softplus_inv(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
-def chol_from_raw(raw: jax.Array) -> jax.Array:
+def chol_from_raw(raw: Array) -> Array:
     """Lower-triangular Cholesky factor with a softplus-positive diagonal; batched over leading axes."""
-    diag = jax.nn.softplus(jnp.diagonal(raw, axis1=-2, axis2=-1))
-    return jnp.tril(raw, -1) + diag[..., :, None] * jnp.eye(raw.shape[-1], dtype=raw.dtype)
+    xp = namespace(raw)
+    diag = softplus(xp.linalg.diagonal(raw))
+    eye = xp.eye(raw.shape[-1], dtype=raw.dtype, device=_ops.device(raw))
+    return xp.tril(raw, k=-1) + diag[..., :, None] * eye
 
 
-def raw_chol_init(shape: tuple[int, ...], scale: float) -> jax.Array:
-    """Raw parameter for :func:`chol_from_raw` giving ``scale * I`` (batched over leading shape)."""
+def raw_chol_init(shape: tuple[int, ...], scale: float) -> np.ndarray:
+    """Raw parameter for :func:`chol_from_raw` giving ``scale * I`` (batched over leading shape);
+    numpy float64 (initial values, cast to the training dtype by the caller)."""
     dim = shape[-1]
-    return jnp.broadcast_to(softplus_inv(scale) * jnp.eye(dim), shape)
+    return np.array(np.broadcast_to(softplus_inv(scale) * np.eye(dim), shape))
 
 
-def affine_draw(mean: jax.Array, chol: jax.Array, eps: jax.Array) -> jax.Array:
+def affine_draw(mean: Array, chol: Array, eps: Array) -> Array:
     """``mean + chol @ eps`` for eps ``(S, ..., D)``, chol ``(..., D, D)``."""
-    return mean + jnp.einsum("...ij,s...j->s...i", chol, eps)
+    return mean + einsum("...ij,s...j->s...i", chol, eps)
 
 
-def mvn_logpdf_chol(u: jax.Array, chol: jax.Array) -> jax.Array:
+def mvn_logpdf_chol(u: Array, chol: Array) -> Array:
     """log N(u | 0, chol cholᵀ) for residuals u ``(S, ..., D)`` and chol ``(..., D, D)`` -> ``(S, ...)``."""
+    xp = namespace(u, chol)
     dim = u.shape[-1]
-    rhs = jnp.moveaxis(u, 0, -1)  # (..., D, S): one triangular solve for all draws
-    r = jax.lax.linalg.triangular_solve(chol, rhs, left_side=True, lower=True)
-    quad = jnp.moveaxis(jnp.sum(r * r, axis=-2), -1, 0)
-    log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    rhs = xp.moveaxis(u, 0, -1)  # (..., D, S): one triangular solve for all draws
+    r = _ops.solve_triangular(chol, rhs, lower=True)
+    quad = xp.moveaxis(xp.sum(r * r, axis=-2), -1, 0)
+    log_det = xp.sum(xp.log(xp.linalg.diagonal(chol)), axis=-1)
     return -0.5 * quad - log_det - 0.5 * dim * LOG_2PI
 
 
-def diag_normal_logpdf(u: jax.Array, sd: jax.Array) -> jax.Array:
+def diag_normal_logpdf(u: Array, sd: Array) -> Array:
     """Σ_k log N(u_k | 0, sd_k²) over the last axis."""
+    xp = namespace(u, sd)
     r = u / sd
-    return jnp.sum(-0.5 * r * r - jnp.log(sd) - 0.5 * LOG_2PI, axis=-1)
+    return xp.sum(-0.5 * r * r - xp.log(sd) - 0.5 * LOG_2PI, axis=-1)
 
 
-def split_joint(
-    v: jax.Array, dim_global: int, num_groups: int, dim_local: int
-) -> tuple[jax.Array, jax.Array]:
+def split_joint(v: Array, dim_global: int, num_groups: int, dim_local: int) -> tuple[Array, Array]:
     """A joint draw ``(S, G + N·L)`` -> θ ``(S, G)``, z ``(S, N, L)``."""
-    return v[:, :dim_global], v[:, dim_global:].reshape(v.shape[0], num_groups, dim_local)
+    xp = namespace(v)
+    return v[:, :dim_global], xp.reshape(v[:, dim_global:], (v.shape[0], num_groups, dim_local))
 
 
-def join(theta: jax.Array, z: jax.Array) -> jax.Array:
+def join(theta: Array, z: Array) -> Array:
     """Inverse of :func:`split_joint`."""
-    return jnp.concatenate([theta, z.reshape(z.shape[0], -1)], axis=-1)
+    xp = namespace(theta, z)
+    return xp.concat([theta, xp.reshape(z, (z.shape[0], -1))], axis=-1)
 
 
-def joint_family(model, init_params, draw_vec, log_q_vec):
+def joint_family(model, init_params, draw_vec, log_q_vec, noise_shapes):
     """Wrap a Gaussian over the joint vector (θ, z_1..z_N) as a :class:`~hierbench.methods.base.Family`.
 
-    ``draw_vec(params, key, S) -> (S, D)`` and ``log_q_vec(params, v) -> (S,)``.  Such a family does
-    not factor over groups, so it is trained on full data.
+    ``draw_vec(params, eps) -> (S, D)`` from the standard normals of ``noise_shapes(S)`` and
+    ``log_q_vec(params, v) -> (S,)``.  Such a family does not factor over groups, so it is trained on
+    full data.
     """
     from hierbench.methods.base import Family
 
     shape = (model.dim_global, model.num_groups, model.dim_local)
 
-    def draw(params, key, num_draws, idx, data_b):
-        return split_joint(draw_vec(params, key, num_draws), *shape)
+    def draw(params, eps, idx, data_b):
+        return split_joint(draw_vec(params, eps), *shape)
 
     def log_q(params, theta, z, idx, data_b):
-        return log_q_vec(params, join(theta, z)), jnp.zeros((), theta.dtype)
+        xp = namespace(theta)
+        return log_q_vec(params, join(theta, z)), xp.zeros((), dtype=theta.dtype, device=_ops.device(theta))
 
-    return Family(init_params, draw, log_q, factorizes_over_groups=False)
+    return Family(init_params, lambda num_draws, num_groups: noise_shapes(num_draws), draw, log_q, False)
 
 
 def joint_dim(model) -> int:
@@ -87,50 +104,55 @@ def joint_dim(model) -> int:
 # --- branch-structured q(θ) ∏_i q(z_i | θ), shared by `branch` and `amortized` -----------------
 
 
-def global_init(dim_global: int, init_sd: float) -> dict[str, jax.Array]:
+def global_init(dim_global: int, init_sd: float) -> dict[str, np.ndarray]:
     """Dense Gaussian q(θ) = N(mean, L Lᵀ) starting at N(0, init_sd² I)."""
-    return {"g_mean": jnp.zeros(dim_global), "g_chol": raw_chol_init((dim_global, dim_global), init_sd)}
+    return {"g_mean": np.zeros(dim_global), "g_chol": raw_chol_init((dim_global, dim_global), init_sd)}
 
 
-def global_draw(params, key, num_draws: int) -> jax.Array:
-    """θ ``(S, G)`` from the dense q(θ)."""
-    dim = params["g_mean"].shape[0]
-    eps = jax.random.normal(key, (num_draws, dim), params["g_mean"].dtype)
+def branch_noise_shapes(dim_global: int, dim_local: int):
+    """``noise_shapes`` of a branch-structured family: θ's normals ``(S, G)``, then z's ``(S, B, L)``."""
+    return lambda num_draws, num_groups: [(num_draws, dim_global), (num_draws, num_groups, dim_local)]
+
+
+def global_draw(params, eps: Array) -> Array:
+    """θ ``(S, G)`` from the dense q(θ), given standard normals ``(S, G)``."""
     return affine_draw(params["g_mean"], chol_from_raw(params["g_chol"]), eps)
 
 
-def global_log_q(params, theta: jax.Array) -> jax.Array:
+def global_log_q(params, theta: Array) -> Array:
     """log q(θ) ``(S,)``."""
     return mvn_logpdf_chol(theta - params["g_mean"], chol_from_raw(params["g_chol"]))
 
 
-def conditional_draw(key, theta, shift, gain, chol) -> jax.Array:
-    """z_i = shift_i + gain_i θ + chol_i ε: θ ``(S, G)``, shift ``(B, L)``, gain ``(B, L, G)``,
-    chol ``(B, L, L)`` -> z ``(S, B, L)``.  (Callers may pass θ centred at q(θ)'s mean.)"""
-    mean = shift + jnp.einsum("blg,sg->sbl", gain, theta)
-    eps = jax.random.normal(key, mean.shape, mean.dtype)
-    return affine_draw(mean, chol, eps)
+def _conditional_mean(theta: Array, shift: Array, gain: Array) -> Array:
+    return shift + einsum("blg,sg->sbl", gain, theta)
 
 
-def conditional_log_q(theta, z, shift, gain, chol) -> jax.Array:
+def conditional_draw(eps: Array, theta: Array, shift: Array, gain: Array, chol: Array) -> Array:
+    """z_i = shift_i + gain_i θ + chol_i ε: ε ``(S, B, L)``, θ ``(S, G)``, shift ``(B, L)``, gain
+    ``(B, L, G)``, chol ``(B, L, L)`` -> z ``(S, B, L)``.  (Callers may pass θ centred at q(θ)'s mean.)"""
+    return affine_draw(_conditional_mean(theta, shift, gain), chol, eps)
+
+
+def conditional_log_q(theta: Array, z: Array, shift: Array, gain: Array, chol: Array) -> Array:
     """Σ_i log N(z_i | shift_i + gain_i θ, chol_i chol_iᵀ) ``(S,)``."""
-    mean = shift + jnp.einsum("blg,sg->sbl", gain, theta)
-    return jnp.sum(mvn_logpdf_chol(z - mean, chol), axis=-1)
+    xp = namespace(theta, z)
+    return xp.sum(mvn_logpdf_chol(z - _conditional_mean(theta, shift, gain), chol), axis=-1)
 
 
-def conditional_draw_prec(key, theta, shift, gain, prec_chol) -> jax.Array:
+def conditional_draw_prec(eps: Array, theta: Array, shift: Array, gain: Array, prec_chol: Array) -> Array:
     """As :func:`conditional_draw` but with q(z_i|θ) given by a precision Cholesky factor
     (Λ_i = P Pᵀ, so z = mean + P⁻ᵀ ε)."""
-    mean = shift + jnp.einsum("blg,sg->sbl", gain, theta)
-    eps = jnp.moveaxis(jax.random.normal(key, mean.shape, mean.dtype), 0, -1)  # (B, L, S)
-    noise = jax.lax.linalg.triangular_solve(prec_chol, eps, left_side=True, lower=True, transpose_a=True)
-    return mean + jnp.moveaxis(noise, -1, 0)
+    xp = namespace(eps, theta)
+    mean = _conditional_mean(theta, shift, gain)
+    noise = _ops.solve_triangular(prec_chol, xp.moveaxis(eps, 0, -1), lower=True, transpose=True)  # (B, L, S)
+    return mean + xp.moveaxis(noise, -1, 0)
 
 
-def conditional_log_q_prec(theta, z, shift, gain, prec_chol) -> jax.Array:
+def conditional_log_q_prec(theta: Array, z: Array, shift: Array, gain: Array, prec_chol: Array) -> Array:
     """Σ_i log N(z_i | shift_i + gain_i θ, (P_i P_iᵀ)⁻¹) ``(S,)``."""
-    mean = shift + jnp.einsum("blg,sg->sbl", gain, theta)
-    r = jnp.einsum("bji,sbj->sbi", prec_chol, z - mean)  # Pᵀ (z − mean)
-    log_det = jnp.sum(jnp.log(jnp.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
+    xp = namespace(theta, z)
+    r = einsum("bji,sbj->sbi", prec_chol, z - _conditional_mean(theta, shift, gain))  # Pᵀ (z − mean)
+    log_det = xp.sum(xp.log(xp.linalg.diagonal(prec_chol)), axis=-1)
     dim = z.shape[-1]
-    return jnp.sum(-0.5 * jnp.sum(r * r, axis=-1) + log_det - 0.5 * dim * LOG_2PI, axis=-1)
+    return xp.sum(-0.5 * xp.sum(r * r, axis=-1) + log_det - 0.5 * dim * LOG_2PI, axis=-1)

@@ -29,15 +29,16 @@ import math
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from hierbench.datasets.base import HierModel, ParamError, check_positive_int
+from hierbench.datasets.base import Array, HierModel, ParamError, check_positive_int
 from hierbench.methods import _gaussian as g
-from hierbench.methods.base import Family, Method, TrainConfig, check_choice, make_vi, train_config
+from hierbench.methods._ops import cho_solve, device, einsum, namespace
+from hierbench.methods.base import Family, Method, TrainConfig, check_choice, train_config
+from hierbench.methods.vi import make_vi
 
 
-def group_rows(data: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+def group_rows(data: dict[str, Array]) -> tuple[Array, Array]:
     """A group's observation rows ``(B, n_max, F)`` (every data field but the mask, concatenated)
     and the row mask ``(B, n_max)``; a field without a row axis counts as one row."""
     mask = data.get("mask")
@@ -47,15 +48,16 @@ def group_rows(data: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         if mask is None:
             a = a[:, None]  # one row per group
         cols.append(a[..., None] if a.ndim == 2 else a)
-    rows = jnp.concatenate(cols, axis=-1)
+    xp = namespace(*cols)
+    rows = xp.concat(cols, axis=-1)
     if mask is None:
-        mask = jnp.ones(rows.shape[:2], rows.dtype)
+        mask = xp.ones(rows.shape[:2], dtype=rows.dtype, device=device(rows))
     return rows, mask
 
 
 def _dense_init(key, n_in: int, n_out: int, scale: float = 1.0):
     w = jax.random.normal(key, (n_in, n_out)) * scale * math.sqrt(2.0 / (n_in + n_out))
-    return {"w": w, "b": jnp.zeros(n_out)}
+    return {"w": w, "b": np.zeros(n_out)}
 
 
 def _mlp_init(key, sizes: list[int], last_scale: float = 1.0):
@@ -68,10 +70,11 @@ def _mlp_init(key, sizes: list[int], last_scale: float = 1.0):
 
 
 def _mlp(layers, h, final_activation: bool = False):
+    xp = namespace(h)
     for i, layer in enumerate(layers):
         h = h @ layer["w"] + layer["b"]
         if i < len(layers) - 1 or final_activation:
-            h = jnp.tanh(h)
+            h = xp.tanh(h)
     return h
 
 
@@ -105,7 +108,7 @@ def row_feature_stats(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarr
     The rows are :func:`group_rows` of ``data`` (every field but the mask), weighted by the mask.
     Returns ``(center, spread)``, each ``(F,)``: the constants :func:`build` standardizes rows with.
     """
-    rows_np, mask_np = (np.asarray(a) for a in group_rows({k: jnp.asarray(v) for k, v in data.items()}))
+    rows_np, mask_np = (np.asarray(a) for a in group_rows({k: np.asarray(v) for k, v in data.items()}))
     w = mask_np[..., None]
     center = (rows_np * w).sum((0, 1)) / w.sum()
     spread = np.sqrt(((rows_np - center) ** 2 * w).sum((0, 1)) / w.sum()) + 1e-8
@@ -157,10 +160,14 @@ def build(
         feature_stats = row_feature_stats(model.data)
     center, spread = (np.asarray(a, np.float64) for a in feature_stats)
     num_feat = center.shape[-1]
+    raw_init = g.raw_chol_init((dl, dl), init_sd)
+
+    def constant(a: np.ndarray, like: Array) -> Array:
+        return namespace(like).asarray(a, dtype=like.dtype, device=device(like))
 
     def features(data_b):
         rows, mask = group_rows(data_b)
-        return (rows - center.astype(rows.dtype)) / spread.astype(rows.dtype), mask
+        return (rows - constant(center, rows)) / constant(spread, rows), mask
 
     def init_params(key):
         k1, k2, k3 = jax.random.split(key, 3)
@@ -175,8 +182,8 @@ def build(
                 "u": _dense_init(jax.random.fold_in(k3, 1), num_feat, dl, 0.01),
                 "v": _dense_init(jax.random.fold_in(k3, 2), num_feat, dl, 0.01),
                 "prior_chol": g.raw_chol_init((dl, dl), 1.0),
-                "prior_gain": jnp.eye(dl, dg),
-                "prior_shift": jnp.zeros(dl),
+                "prior_gain": np.eye(dl, dg),
+                "prior_shift": np.zeros(dl),
             }
             if not condition_on_theta:
                 del params["pot"]["prior_gain"]  # W = 0, fixed
@@ -184,36 +191,42 @@ def build(
 
     def moments(params, data_b):
         feats, mask = features(data_b)
+        xp = namespace(feats)
         hidden = _mlp(params["phi"], feats, final_activation=True)  # (B, n, H)
-        count = jnp.sum(mask, axis=-1, keepdims=True)
-        pooled = jnp.sum(hidden * mask[..., None], axis=-2) / jnp.maximum(count, 1.0)
-        out = _mlp(params["rho"], jnp.concatenate([pooled, jnp.log(count)], axis=-1))
+        count = xp.sum(mask, axis=-1, keepdims=True)
+        pooled = xp.sum(hidden * mask[..., None], axis=-2) / xp.maximum(count, xp.ones_like(count))
+        out = _mlp(params["rho"], xp.concat([pooled, xp.log(count)], axis=-1))
         shift = out[..., :dl]
         if condition_on_theta:
-            gain = out[..., dl : dl + num_gain].reshape(-1, dl, dg)
+            gain = xp.reshape(out[..., dl : dl + num_gain], (-1, dl, dg))
         else:
-            gain = jnp.zeros((*shift.shape[:-1], dl, dg), shift.dtype)
-        raw = out[..., dl + num_gain :].reshape(-1, dl, dl) + g.raw_chol_init((dl, dl), init_sd)
+            gain = xp.zeros((*shift.shape[:-1], dl, dg), dtype=shift.dtype, device=device(shift))
+        raw = xp.reshape(out[..., dl + num_gain :], (-1, dl, dl)) + constant(raw_init, out)
         return shift, gain, g.chol_from_raw(raw)
 
     def potential(params, data_b):
         pot = params["pot"]
         feats, mask = features(data_b)
-        hidden = jnp.concatenate([_mlp(params["phi"], feats, final_activation=True), feats], axis=-1)
-        r = (hidden @ pot["r"]["w"] + pot["r"]["b"]).reshape(*mask.shape, dl, k) * mask[..., None, None]
+        xp = namespace(feats)
+        hidden = xp.concat([_mlp(params["phi"], feats, final_activation=True), feats], axis=-1)
+        r = xp.reshape(hidden @ pot["r"]["w"] + pot["r"]["b"], (*mask.shape, dl, k)) * mask[..., None, None]
         h = hidden @ pot["h"]["w"] + pot["h"]["b"]
         h = h + (feats @ pot["u"]["w"] + pot["u"]["b"]) * (feats @ pot["v"]["w"] + pot["v"]["b"])
         prior_chol = g.chol_from_raw(pot["prior_chol"])
         prior_prec = prior_chol @ prior_chol.T
-        prec = jnp.einsum("bnik,bnjk->bij", r, r) + prior_prec  # (B, L, L)
-        prec_chol = jnp.linalg.cholesky(prec)
-        rhs_shift = jnp.sum(h * mask[..., None], axis=-2) + prior_prec @ pot["prior_shift"]  # (B, L)
+        prec = einsum("bnik,bnjk->bij", r, r) + prior_prec  # (B, L, L)
+        prec_chol = xp.linalg.cholesky(prec)
+        rhs_shift = xp.sum(h * mask[..., None], axis=-2) + prior_prec @ pot["prior_shift"]  # (B, L)
         if not condition_on_theta:  # A_i = Λ_i⁻¹ Λ₀ W = 0
-            sol = jax.scipy.linalg.cho_solve((prec_chol, True), rhs_shift[..., None])
-            return sol[..., 0], jnp.zeros((prec.shape[0], dl, dg), sol.dtype), prec_chol
-        rhs_gain = jnp.broadcast_to(prior_prec @ pot["prior_gain"], (prec.shape[0], dl, dg))
-        rhs = jnp.concatenate([rhs_shift[..., None], rhs_gain], axis=-1)  # (B, L, 1 + G)
-        sol = jax.scipy.linalg.cho_solve((prec_chol, True), rhs)
+            sol = cho_solve(prec_chol, rhs_shift[..., None])
+            return (
+                sol[..., 0],
+                xp.zeros((prec.shape[0], dl, dg), dtype=sol.dtype, device=device(sol)),
+                prec_chol,
+            )
+        rhs_gain = xp.broadcast_to(prior_prec @ pot["prior_gain"], (prec.shape[0], dl, dg))
+        rhs = xp.concat([rhs_shift[..., None], rhs_gain], axis=-1)  # (B, L, 1 + G)
+        sol = cho_solve(prec_chol, rhs)
         return sol[..., 0], sol[..., 1:], prec_chol
 
     if head == "moments":
@@ -222,13 +235,12 @@ def build(
         local, cond_draw, cond_log_q = potential, g.conditional_draw_prec, g.conditional_log_q_prec
 
     # Centred at q(θ)'s mean, as in `branch` (same family, better conditioned).
-    def draw_local(params, key, theta, idx, data_b):
-        return cond_draw(key, theta - params["g_mean"], *local(params, data_b))
+    def draw_local(params, eps, theta, idx, data_b):
+        return cond_draw(eps, theta - params["g_mean"], *local(params, data_b))
 
-    def draw(params, key, num_draws, idx, data_b):
-        k_global, k_local = jax.random.split(key)
-        theta = g.global_draw(params, k_global, num_draws)
-        return theta, draw_local(params, k_local, theta, idx, data_b)
+    def draw(params, eps, idx, data_b):
+        theta = g.global_draw(params, eps[0])
+        return theta, draw_local(params, eps[1], theta, idx, data_b)
 
     def log_q(params, theta, z, idx, data_b):
         lq_local = cond_log_q(theta - params["g_mean"], z, *local(params, data_b))
@@ -236,6 +248,7 @@ def build(
 
     family = Family(
         init_params,
+        g.branch_noise_shapes(dg, dl),
         draw,
         log_q,
         factorizes_over_groups=True,

@@ -7,11 +7,13 @@ through the r×r capacitance matrix I + Fᵀ diag(s⁻²) F, so nothing D×D is 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from hierbench.datasets.base import HierModel, check_positive_int
 from hierbench.methods import _gaussian as g
-from hierbench.methods.base import Method, make_vi, train_config
+from hierbench.methods._ops import device, namespace, softplus, solve_triangular
+from hierbench.methods.base import Family, Method, train_config
+from hierbench.methods.vi import make_vi
 
 
 def make(
@@ -20,32 +22,35 @@ def make(
     """Diagonal plus rank-r factor covariance over all of θ and z; full data."""
     cfg = train_config(train)
     rank = check_positive_int("rank", rank)
+    family = build_family(model, rank, init_sd, init_factor)
+    return make_vi(model, family, cfg, rank=rank, init_sd=init_sd, init_factor=init_factor)
+
+
+def build_family(model: HierModel, rank: int = 5, init_sd: float = 0.1, init_factor: float = 0.01) -> Family:
+    """The low-rank-plus-diagonal family over the joint vector."""
     dim = g.joint_dim(model)
 
     def init_params(key):
         # A zero factor is a saddle of the ELBO; start it small and random.
         factor = init_factor * jax.random.normal(key, (dim, rank))
-        return {"mean": jnp.zeros(dim), "raw_sd": jnp.full(dim, g.softplus_inv(init_sd)), "factor": factor}
+        return {"mean": np.zeros(dim), "raw_sd": np.full(dim, g.softplus_inv(init_sd)), "factor": factor}
 
-    def draw_vec(params, key, num_draws):
-        k1, k2 = jax.random.split(key)
-        dt = params["mean"].dtype
-        eps_d = jax.random.normal(k1, (num_draws, dim), dt)
-        eps_r = jax.random.normal(k2, (num_draws, rank), dt)
-        sd = jax.nn.softplus(params["raw_sd"])
+    def draw_vec(params, eps):
+        eps_d, eps_r = eps
+        sd = softplus(params["raw_sd"])
         return params["mean"] + sd * eps_d + eps_r @ params["factor"].T
 
     def log_q_vec(params, v):
+        xp = namespace(v)
         u = v - params["mean"]
-        sd = jax.nn.softplus(params["raw_sd"])
+        sd = softplus(params["raw_sd"])
         f_scaled = params["factor"] / sd[:, None]  # diag(s⁻¹) F
         u_scaled = u / sd
-        cap = jnp.eye(rank, dtype=u.dtype) + f_scaled.T @ f_scaled  # I + Fᵀ D⁻¹ F
-        cap_chol = jnp.linalg.cholesky(cap)
-        a = jax.scipy.linalg.solve_triangular(cap_chol, (u_scaled @ f_scaled).T, lower=True)
-        quad = jnp.sum(u_scaled**2, axis=-1) - jnp.sum(a**2, axis=0)
-        log_det = 2.0 * jnp.sum(jnp.log(sd)) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(cap_chol)))
+        cap = xp.eye(rank, dtype=u.dtype, device=device(u)) + f_scaled.T @ f_scaled  # I + Fᵀ D⁻¹ F
+        cap_chol = xp.linalg.cholesky(cap)
+        a = solve_triangular(cap_chol, (u_scaled @ f_scaled).T, lower=True)
+        quad = xp.sum(u_scaled**2, axis=-1) - xp.sum(a**2, axis=0)
+        log_det = 2.0 * xp.sum(xp.log(sd)) + 2.0 * xp.sum(xp.log(xp.linalg.diagonal(cap_chol)))
         return -0.5 * (quad + log_det + dim * g.LOG_2PI)
 
-    family = g.joint_family(model, init_params, draw_vec, log_q_vec)
-    return make_vi(model, family, cfg, rank=rank, init_sd=init_sd, init_factor=init_factor)
+    return g.joint_family(model, init_params, draw_vec, log_q_vec, lambda s: [(s, dim), (s, rank)])

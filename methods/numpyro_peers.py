@@ -54,17 +54,9 @@ from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoMultivari
 from numpyro.infer.initialization import init_to_value
 from numpyro.optim import optax_to_numpyro
 
-from hierbench.datasets.base import (
-    HierModel,
-    ParamError,
-    check_positive_int,
-    log_joint,
-    log_joint_rows,
-    row_layout,
-)
+from hierbench.datasets.base import HierModel, ParamError, check_positive_int, log_joint, log_joint_rows
 from hierbench.methods import _gaussian as g
 from hierbench.methods.base import (
-    ROWS_KEY,
     Data,
     Draws,
     Infeasible,
@@ -73,8 +65,8 @@ from hierbench.methods.base import (
     TrainConfig,
     VIState,
     train_config,
-    with_rows,
 )
+from hierbench.methods.batches import FullData
 
 SITE = "w"  # the one latent site: the joint vector (θ, vec z)
 
@@ -83,8 +75,9 @@ def numpyro_model(model: HierModel) -> Callable[[Data], None]:
     """The numpyro model of ``model`` over the flat latent ``w = (θ, vec z)``.
 
     ``w`` has an improper flat prior (log density 0) and the joint enters as one factor, so the
-    model's log density at w is ``log_joint(model, θ, z, data)`` exactly.  ``data`` holds the
-    model's per-group arrays and optionally the row layout under ``ROWS_KEY`` (then the factor is
+    model's log density at w is ``log_joint(model, θ, z, data)`` exactly.  ``data`` is what our
+    full-data steps read (:class:`~hierbench.methods.batches.FullData`): the model's per-group arrays
+    under ``groups`` and, where groups are ragged, the size buckets under ``rows`` (then the factor is
     :func:`~hierbench.datasets.base.log_joint_rows`, the same value at a cost ∝ observations).
     """
     dim = g.joint_dim(model)
@@ -93,11 +86,11 @@ def numpyro_model(model: HierModel) -> Callable[[Data], None]:
     def np_model(data: Data) -> None:
         w = numpyro.sample(SITE, dist.ImproperUniform(constraints.real, (), (dim,)))
         theta, z = w[:dg], w[dg:].reshape(n, dl)
-        rows = data.get(ROWS_KEY)
+        rows = data.get("rows")
         if rows is not None:
             value = log_joint_rows(model, theta, z, rows)
         else:
-            value = log_joint(model, theta, z, data)
+            value = log_joint(model, theta, z, data["groups"])
         numpyro.factor("log_joint", value)
 
     return np_model
@@ -128,12 +121,9 @@ def _make_peer(
         raise ParamError("numpyro peers train in float64 only (dtype=float64)")
     np_model = numpyro_model(model)
     svi = SVI(np_model, guide, optax_to_numpyro(cfg.optimizer()), Trace_ELBO(num_particles=cfg.num_samples))
-    use_rows = row_layout(model) is not None
-    dtype = jnp.dtype(cfg.dtype)
+    batches = FullData(model)
     shape = (model.dim_global, model.num_groups, model.dim_local)
-    template = {k: jnp.asarray(v, dtype) for k, v in model.data.items()}
-    if use_rows:
-        template = with_rows(model, template, dtype)
+    template = jax.tree.map(jnp.asarray, batches.arrays(cfg.dtype))
 
     # SVI.init traces model and guide eagerly (op by op, slow for large models) and sets the guide's
     # prototype and svi.constrain_fn: done once here; init(key) only re-seeds that state.
@@ -158,14 +148,16 @@ def _make_peer(
         theta, z = g.split_joint(w, *shape)
         return Draws(theta, z, q.log_prob(w))
 
-    resolved = dataclasses.asdict(cfg) | {
-        "batch_groups": None,
-        "row_layout": use_rows,
-        "gaussian_q": True,
-        "guide": type(guide).__name__,
-        "numpyro_version": numpyro.__version__,
-    }
-    return Method(init, step, sample, resolved | config)
+    resolved = (
+        dataclasses.asdict(cfg)
+        | batches.describe()
+        | {
+            "gaussian_q": True,
+            "guide": type(guide).__name__,
+            "numpyro_version": numpyro.__version__,
+        }
+    )
+    return Method(init, step, sample, resolved | config, batches=batches)
 
 
 def _zero_init(model: HierModel) -> Callable:

@@ -170,11 +170,10 @@ def make(
             r = config["init_radius"]
             return jax.random.uniform(key, (chains, D), jnp.float64, -r, r), jnp.ones(D), 0.0, 0.0
         from hierbench.methods import meanfield  # here: methods/__init__ imports this module
-        from hierbench.methods.base import with_rows
 
         vi = meanfield.make(model, steps=init_steps)
         data = {k: jnp.asarray(v, jnp.float64) for k, v in model.data.items()}
-        train_data = with_rows(model, data, jnp.float64) if vi.config["row_layout"] else data
+        train_data = jax.tree.map(jnp.asarray, vi.batches.arrays("float64"))
         key_init, key_run, key_draw = jax.random.split(key, 3)
         state = vi.init(key_init)
 

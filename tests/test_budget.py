@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from hierbench import harness
-from hierbench.harness import run_one
+from hierbench.harness import budget, run_one
 from hierbench.sweep import expand, load_experiment, validate
 
 SMALL = {"N": 6, "n": 5, "d": 2}
 
 
 def fixed_rate(rate: float):
-    def probe(factory, model, params, seed):
-        return {"steps_per_s": rate, "steps": 10, "wall_s": 10 / rate, "compile_s": 0.0}
+    def probe(backend, model, method, seed, chunk=budget.PROBE_STEPS):
+        return {"steps_per_s": rate, "steps": 10, "wall_s": 10 / rate, "compile_s": 0.0, "chunk": chunk}
 
     return probe
 
 
 def test_budget_sets_the_steps_from_the_measured_rate(monkeypatch):
-    monkeypatch.setattr(harness, "_probe_speed", fixed_rate(300.0))
+    monkeypatch.setattr(budget, "probe_speed", fixed_rate(300.0))
     rec = run_one(
         "meanfield", "hier-linear", SMALL, steps=10_000, budget_s=2.0, checkpoints=4, references=None
     )
@@ -37,20 +36,21 @@ def test_budget_sets_the_steps_from_the_measured_rate(monkeypatch):
 def test_the_real_probe_measures_a_positive_rate():
     rec = run_one("branch", "hier-linear", SMALL, steps=50, budget_s=30.0, checkpoints=2, references=None)
     probe = rec["probe"]
-    assert rec["status"] == "ok" and probe["steps_per_s"] > 0 and probe["wall_s"] >= harness.PROBE_MIN_S
-    assert probe["steps"] % harness.PROBE_STEPS == 0 and rec["steps"] == 50
+    assert rec["status"] == "ok" and probe["steps_per_s"] > 0 and probe["wall_s"] >= budget.PROBE_MIN_S
+    assert probe["steps"] % budget.PROBE_STEPS == 0 and rec["steps"] == 50
+    assert probe["rate_ratio"] > 0  # the run's own rate over the probe's: how far the probe was off
 
 
 def test_a_run_past_its_budget_stops(monkeypatch):
     # the probe claims 10⁶ steps/s: 20,000 planned steps cannot fit in 0.05 s, so the run stops after
     # the first chunk that ends past 1.25 × 0.05 s
-    monkeypatch.setattr(harness, "_probe_speed", fixed_rate(1e6))
+    monkeypatch.setattr(budget, "probe_speed", fixed_rate(1e6))
     rec = run_one(
         "meanfield", "hier-linear", SMALL, steps=20_000, budget_s=0.05, checkpoints=20, references=None
     )
     assert rec["status"] == "ok" and rec["stopped"] == "budget"
     assert rec["steps"] < rec["planned_steps"] == 20_000
-    assert rec["wall_s"] > harness.BUDGET_OVERRUN * 0.05
+    assert rec["wall_s"] > budget.BUDGET_OVERRUN * 0.05
     assert len(rec["trace"]) == rec["steps"] // 1000 + 1
 
 

@@ -116,10 +116,11 @@ def test_contract_every_method_on_every_dataset(method, dataset):
         model, steps=50, **({"batch_groups": 3} if method in ("branch", "amortized") else {})
     )
     data = {k: jnp.asarray(v) for k, v in model.data.items()}
+    step_data = jax.tree.map(jnp.asarray, algo.batches.arrays("float64"))
     state = algo.init(jax.random.key(0))
     step = jax.jit(algo.step)
     for i in range(5):
-        state, info = step(jax.random.key(i), state, data)
+        state, info = step(jax.random.key(i), state, step_data)
         assert np.isfinite(float(info.neg_elbo))
     draws = algo.sample(jax.random.key(9), state.params, data, 7)
     assert draws.theta.shape == (7, model.dim_global)
@@ -144,9 +145,10 @@ def test_log_q_is_normalized(method, extra):
     model = build_model("hier-linear", {"N": 2, "n": 3, "d": 2})
     algo = METHODS[method](model, steps=10, **extra)
     data = {k: jnp.asarray(v) for k, v in model.data.items()}
+    step_data = jax.tree.map(jnp.asarray, algo.batches.arrays("float64"))
     state = algo.init(jax.random.key(0))
     for i in range(20):  # move away from the symmetric initialization
-        state, _ = jax.jit(algo.step)(jax.random.key(i), state, data)
+        state, _ = jax.jit(algo.step)(jax.random.key(i), state, step_data)
     d = algo.sample(jax.random.key(1), state.params, data, 200_000)
     v = np.concatenate([np.asarray(d.theta), np.asarray(d.z).reshape(len(d.theta), -1)], axis=1)
     cov = np.cov(v, rowvar=False)
@@ -197,16 +199,16 @@ def test_dense_stl_default_depends_on_dimension():
 
 @pytest.mark.parametrize("method", ["meanfield", "branch"])
 def test_full_data_step_on_row_layout_matches_padded(method):
-    """Full-data steps evaluate the joint on the row layout for ragged groups: same loss and update."""
-    from hierbench.methods.base import with_rows
-
+    """Full-data steps evaluate the joint on the row layout for ragged groups: same loss and update as
+    on the padded groups (the batch source's arrays without their ``rows``)."""
     model = build_model("hier-linear", {"N": 8, "n": 5, "d": 2, "ragged": True, "seed": 3})
     algo = METHODS[method](model, steps=10)
     assert algo.config["row_layout"]
-    data = {k: jnp.asarray(v) for k, v in model.data.items()}
+    data = jax.tree.map(jnp.asarray, algo.batches.arrays("float64"))
+    assert "rows" in data
     state = algo.init(jax.random.key(0))
-    padded_state, padded = algo.step(jax.random.key(1), state, data)
-    rows_state, rows = algo.step(jax.random.key(1), state, with_rows(model, data, jnp.float64))
+    padded_state, padded = algo.step(jax.random.key(1), state, {"groups": data["groups"]})
+    rows_state, rows = algo.step(jax.random.key(1), state, data)
     np.testing.assert_allclose(rows.neg_elbo, padded.neg_elbo, rtol=1e-12)
     for a, b in zip(jax.tree.leaves(rows_state.params), jax.tree.leaves(padded_state.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
@@ -216,8 +218,6 @@ def test_full_data_step_on_row_layout_matches_padded(method):
 def test_stratified_minibatch_estimate_is_unbiased(method):
     """Ragged groups: minibatches are stratified by size bucket, scaled N_s/B_s; the mean of many
     minibatch -ELBO estimates equals the full-data one (same parameters) within 4 standard errors."""
-    from hierbench.methods.base import with_rows
-
     model = build_model("hier-linear", {"N": 40, "n": 5, "d": 2, "ragged": True, "seed": 3})  # 4 buckets
     sub = METHODS[method](model, steps=10, batch_groups=8)
     full = METHODS[method](model, steps=10, batch_groups=40)
@@ -225,10 +225,13 @@ def test_stratified_minibatch_estimate_is_unbiased(method):
 
     assert len(row_layout(model)) > 3  # size buckets merged into MAX_STRATA strata
     assert sub.config["strata"] == 3 and sub.config["groups_per_step"] >= 8
-    data = with_rows(model, {k: jnp.asarray(v) for k, v in model.data.items()}, jnp.float64)
     state = sub.init(jax.random.key(0))
     keys = jax.random.split(jax.random.key(1), 32_000)
-    loss = lambda algo: jax.vmap(lambda k: algo.step(k, state, data)[1].neg_elbo)(keys)  # noqa: E731
+
+    def loss(algo):
+        data = jax.tree.map(jnp.asarray, algo.batches.arrays("float64"))
+        return jax.vmap(lambda k: algo.step(k, state, data)[1].neg_elbo)(keys)
+
     a, b = np.asarray(jax.jit(lambda: loss(sub))()), np.asarray(jax.jit(lambda: loss(full))())
     se = np.sqrt(a.var() / a.size + b.var() / b.size)
     # the test has power: a 1% error in the local scale would be many standard errors
@@ -267,7 +270,7 @@ def test_choice_without_replacement_is_uniform_over_subsets():
 
     from scipy import stats
 
-    from hierbench.methods.base import choice_without_replacement
+    from hierbench.methods.vi import choice_without_replacement
 
     n, k, draws = 7, 3, 35_000
     picks = np.asarray(
@@ -302,14 +305,14 @@ def test_dense_closed_form_log_q_matches_the_solve():
     mean = jnp.linspace(-1.0, 1.0, params["mean"].size)
     # a well-conditioned factor: the solve of log_q is then accurate to rounding
     params = {"chol": params["chol"] + 0.03 * noise, "mean": mean}
-    key = jax.random.key(2)
+    eps = [jax.random.normal(jax.random.key(2), shape) for shape in family.noise_shapes(6, model.num_groups)]
 
     def closed(p):
-        theta, z, lq_global, lq_local = family.draw_log_q(p, key, 6, None, None)
+        theta, z, lq_global, lq_local = family.draw_log_q(p, eps, None, None)
         return jnp.sum(lq_global + lq_local), (theta, z)
 
     def solve(p):
-        theta, z = family.draw(p, key, 6, None, None)
+        theta, z = family.draw(p, eps, None, None)
         lq_global, lq_local = family.log_q(p, theta, z, None, None)
         return jnp.sum(lq_global + lq_local), (theta, z)
 

@@ -15,7 +15,8 @@ from hierbench.datasets import DATASETS, movielens
 from hierbench.datasets import movielens_synth as synth
 from hierbench.datasets.base import ParamError
 from hierbench.methods import amortized, branch
-from hierbench.methods.base import make_vi
+from hierbench.methods.batches import plan_strata, size_levels
+from hierbench.methods.vi import make_vi
 from hierbench.scoring import Scorer
 
 
@@ -285,25 +286,31 @@ def test_gather_equals_the_padded_layout(store300):
             np.testing.assert_array_equal(np.asarray(got[key]), want[key], err_msg=(part, key))
 
 
-def test_branch_family_is_branch_makes():
+def test_scale_methods_are_the_registered_families():
+    """The runner's branch on the store is branch.make's family and sampler, and its amortized is
+    amortized.build's: the same draws from the same key (the store only changes the batch source)."""
     store = _small_store(num_users=12)
     model = synth.model_from_store(store, "toy", {})
-    method = branch.make(model, steps=10)
-    family = scale.branch_family(model.num_groups, model.dim_global, model.dim_local)
-    params = _perturbed(method.init(jax.random.key(0)).params)
-    for a, b in zip(
-        jax.tree.leaves(family.init_params(jax.random.key(0))),
-        jax.tree.leaves(method.init(jax.random.key(0)).params),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(a, b)
-    data = {k: jnp.asarray(v) for k, v in model.data.items()}
-    want = method.sample(jax.random.key(3), params, data, 5)
-    theta, z = family.draw(params, jax.random.key(3), 5, None, data)
-    np.testing.assert_array_equal(theta, want.theta)
-    np.testing.assert_array_equal(z, want.z)
-    lq_global, lq_local = family.log_q(params, theta, z, None, data)
-    np.testing.assert_allclose(lq_global + lq_local, want.log_q, rtol=1e-12)
+    schema = scale.schema_model(store, "toy", {})
+    cfg = scale.ScaleConfig(num_users=12, methods=("branch",), steps=10, batch_users=4, max_strata=2)
+    for name, registered in (("branch", branch.make(model, steps=10)), ("amortized-potential", None)):
+        if registered is None:
+            family, train, _ = amortized.build(model, store.feature_stats(), head="potential", steps=10)
+            registered = make_vi(model, family, train)
+        ours = scale.build_vi(name, schema, store, cfg, 10)
+        params = _perturbed(registered.init(jax.random.key(0)).params)
+        for a, b in zip(
+            jax.tree.leaves(ours.init(jax.random.key(0)).params),
+            jax.tree.leaves(registered.init(jax.random.key(0)).params),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+        data = {k: jnp.asarray(v) for k, v in model.data.items()}
+        want = registered.sample(jax.random.key(3), params, data, 5)
+        got = ours.sample(jax.random.key(3), params, data, 5)
+        np.testing.assert_array_equal(got.theta, want.theta)
+        np.testing.assert_allclose(got.z, want.z, rtol=1e-12)
+        np.testing.assert_allclose(got.log_q, want.log_q, rtol=1e-12)
 
 
 @pytest.mark.parametrize("head", ["potential", pytest.param("moments", marks=pytest.mark.slow)])
@@ -313,23 +320,32 @@ def test_stratified_minibatch_estimate_from_the_store_is_unbiased(head):
     power (its se is below 0.2% of the value)."""
     store = _small_store()
     model = scale.schema_model(store, "toy", {})
-    family, cfg, _ = amortized.build(model, store.feature_stats(), head=head, width=8, steps=10)
-    params = _perturbed(family.init_params(jax.random.key(0)))
-    sub_strata = scale.plan_strata(store.train_sizes, 8, 3)
-    full_strata = scale.plan_strata(store.train_sizes, store.num_users, 3)
-    assert len(np.unique(scale.size_levels(store.train_sizes))) > 3 and len(sub_strata) == 3
-    assert all(s.alloc == len(s.users) for s in full_strata)  # every user: the full-data estimate
+    sub_strata = plan_strata(store.train_sizes, 8, 3)
+    full_strata = plan_strata(store.train_sizes, store.num_users, 3)
+    assert len(np.unique(size_levels(store.train_sizes))) > 3 and len(sub_strata) == 3
+    assert all(s.alloc == len(s.groups) for s in full_strata)  # every user: the full-data estimate
     keys = jax.random.split(jax.random.key(1), 16_000)
 
-    def losses(strata):
-        loss = scale.make_loss(family, model, cfg, strata)
-        data = scale.strata_data(store, strata, jnp.float64)
+    def losses(batch_users):
+        cfg = scale.ScaleConfig(
+            num_users=store.num_users,
+            batch_users=batch_users,
+            max_strata=3,
+            steps=10,
+            method_params={"width": 8},
+        )
+        method = scale.build_vi(f"amortized-{head}", model, store, cfg, 10)
+        state = method.init(jax.random.key(0))
+        state = state._replace(params=_perturbed(state.params))
+        data = jax.tree.map(jnp.asarray, method.batches.arrays("float64"))
         # in batches of keys: 16,000 minibatches at once would not fit
         return np.asarray(
-            jax.jit(lambda: jax.lax.map(lambda k: loss(params, k, data), keys, batch_size=1000))()
+            jax.jit(
+                lambda: jax.lax.map(lambda k: method.step(k, state, data)[1].neg_elbo, keys, batch_size=1000)
+            )()
         )
 
-    a, b = losses(sub_strata), losses(full_strata)
+    a, b = losses(8), losses(store.num_users)
     se = np.sqrt(a.var() / a.size + b.var() / b.size)
     assert se < 0.002 * abs(b.mean())
     assert abs(a.mean() - b.mean()) < 4 * se, (a.mean(), b.mean(), se)
@@ -343,9 +359,10 @@ def test_chunked_elbo_equals_the_harness_scorer(store300):
     model = synth.model_from_store(store, "movielens-synth", {})
     schema = scale.schema_model(store, "movielens-synth", {})
     family, cfg, _ = amortized.build(schema, store.feature_stats(), head="potential", width=8, steps=10)
-    params = _perturbed(family.init_params(jax.random.key(0)), sd=0.02)
+    params = _perturbed(jax.tree.map(jnp.asarray, family.init_params(jax.random.key(0))), sd=0.02)
+    batches = scale.RatingStoreBatches(store, 8, 1)
     ours = scale.ChunkedScorer(
-        family, schema, store, scale.to_device(store, jnp.float64), num_draws=1500, max_segments=1
+        make_vi(schema, family, cfg, batches), schema, store, num_draws=1500, max_segments=1
     )
     got = ours(jax.random.key(5), params)
     want = Scorer(model, make_vi(model, family, cfg), num_draws=1500)(jax.random.key(6), params)
@@ -386,7 +403,7 @@ def test_quick_run_writes_complete_records(tmp_path):
             "peak_rss_bytes",
         ):
             assert rec[key] is not None, key
-        assert rec["steps"] == 20 and rec["wall_s"] > 0 and rec["stopped_by"] == "steps"
+        assert rec["steps"] == 20 and rec["wall_s"] > 0 and "stopped" not in rec
         assert [p["step"] for p in rec["trace"]] == [0, 20]
         assert all(np.isfinite(p["elbo"]) and np.isfinite(p["heldout_lpd_per_obs"]) for p in rec["trace"])
         assert rec["method_params"]["strata"] == 3 and rec["method_params"]["steps"] == 20
@@ -451,9 +468,9 @@ def test_budget_calibrates_the_schedule_and_stops_the_run(tmp_path):
         method_params={"width": 8},
     )
     (rec,) = scale.run_scale(cfg, tmp_path, isolate=True, progress=False)
-    assert rec["status"] == "ok" and rec["calibration"]["planned_steps"] >= 5
-    assert rec["method_params"]["steps"] == rec["calibration"]["planned_steps"]
-    assert rec["wall_s"] >= 3.0 or rec["stopped_by"] == "steps"
+    assert rec["status"] == "ok" and rec["planned_steps"] >= 5 and rec["probe"]["chunk"] == 5
+    assert rec["method_params"]["steps"] == rec["planned_steps"]
+    assert rec["wall_s"] <= 1.25 * 3.0 + 1.0 or rec["stopped"] == "budget"
 
 
 def test_a_silent_worker_is_killed_and_recorded(tmp_path):

@@ -16,7 +16,7 @@ from test_methods import optimal_meanfield_kl
 from hierbench.datasets.base import ParamError, log_joint
 from hierbench.harness import run_one
 from hierbench.methods import METHODS, PEERS
-from hierbench.methods.base import ROWS_KEY, with_rows
+from hierbench.methods.batches import FullData
 from hierbench.methods.numpyro_peers import SITE, numpyro_model
 from hierbench.registry import build_model, is_sampler
 
@@ -41,10 +41,8 @@ def test_peers_are_registered():
 )
 def test_numpyro_model_log_density_is_log_joint(dataset, params):
     model = build_model(dataset, params)
-    data = {k: jnp.asarray(v) for k, v in model.data.items()}
-    if params.get("ragged"):
-        data = with_rows(model, data, jnp.float64)
-        assert ROWS_KEY in data
+    data = jax.tree.map(jnp.asarray, FullData(model).arrays("float64"))
+    assert ("rows" in data) == bool(params.get("ragged"))  # the ragged case evaluates the size buckets
     padded = {k: jnp.asarray(v) for k, v in model.data.items()}
     dim = model.dim_global + model.num_groups * model.dim_local
 

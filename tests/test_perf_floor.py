@@ -28,7 +28,7 @@ _spec.loader.exec_module(perf_floor)
 
 
 def _xla_flops(method, model) -> float:
-    data = {k: jnp.asarray(v, jnp.float64) for k, v in model.data.items()}
+    data = jax.tree.map(jnp.asarray, method.batches.arrays("float64"))
     state = method.init(jax.random.key(0))
     compiled = jax.jit(method.step).lower(jax.random.key(1), state, data).compile()
     cost = compiled.cost_analysis()

@@ -82,7 +82,8 @@ def test_by_groups_agrees_with_all_groups(dataset, data_params, method, params):
     model = build_model(dataset, data_params)
     algo = METHODS[method](model, steps=10, **params)
     state = algo.init(jax.random.key(0))
-    run = jax.jit(lambda s, k: algo.step(k, s, {k_: jnp.asarray(v) for k_, v in model.data.items()})[0])
+    step_data = jax.tree.map(jnp.asarray, algo.batches.arrays("float64"))
+    run = jax.jit(lambda s, k: algo.step(k, s, step_data)[0])
     for k in jax.random.split(jax.random.key(1), 5):  # move away from the symmetric init
         state = run(state, k)
     whole = Scorer(model, algo, num_draws=1000)

@@ -1,10 +1,11 @@
 """The PyTorch backend against JAX: the same draws give the same numbers, the same init the same fit.
 
-The line-by-line check runs one real step of each backend — JAX's ``make_vi`` step (jitted: eager
-JAX compiles every primitive), returning what ``jax.random.normal`` and ``jax.random.choice`` drew,
-and the torch twin's step fed those same draws — and compares the loss (the minibatch ELBO
-estimate), the gradients (JAX's from Adam's first moment, m₁ = (1 − b1)·g), the updated parameters,
-and q's draws and log density, in float64.
+The families and the −ELBO estimate are one array-API code path on both backends; these tests check
+that the two libraries evaluate it alike.  One real step of each backend runs — JAX's ``make_vi``
+step (jitted: eager JAX compiles every primitive), returning what ``jax.random.normal`` and the
+minibatch sampler drew, and the torch runner's step fed those same draws — and the loss (the
+minibatch ELBO estimate), the gradients (JAX's from Adam's first moment, m₁ = (1 − b1)·g), the
+updated parameters, and q's draws and log density are compared in float64.
 """
 
 from __future__ import annotations
@@ -22,24 +23,27 @@ import torch
 from hierbench.cli import main
 from hierbench.datasets.base import row_layout
 from hierbench.harness import run_one
-from hierbench.methods import METHODS
-from hierbench.methods import base as vi_base
-from hierbench.methods.base import TrainConfig, with_rows
-from hierbench.methods.torch_backend import (
+from hierbench.harness.backends.torch_backend import (
     ADAM_B1,
     ADAM_B2,
     ADAM_EPS,
-    TorchRuntime,
+    TorchBackend,
+    TorchRunner,
     adam,
     cosine_factor,
     to_numpy,
     tree_map,
 )
-from hierbench.methods.torch_families import TORCH_FAMILIES, Noise, make_torch_vi
+from hierbench.methods import METHODS, vi
+from hierbench.methods.base import TrainConfig
 from hierbench.records import read_records
 from hierbench.registry import build_model
 from hierbench.scoring import Scorer
-from hierbench.torch_harness import run_torch
+
+
+def run_torch(method, dataset, data_params=None, method_params=None, **kwargs):
+    return run_one(method, dataset, data_params, method_params, backend="torch", **kwargs)
+
 
 SMALL = {"N": 6, "n": 5, "d": 3, "seed": 0}
 RAGGED = {"N": 12, "n": 4, "d": 2, "ragged": True, "seed": 3}  # padding > 1.25× the data: size buckets
@@ -119,7 +123,7 @@ def trees_close(torch_tree, jax_tree, rtol: float = 1e-6) -> None:
 
 class Recorder:
     """Records what ``jax.random.normal`` and the minibatch sampler
-    (:func:`~hierbench.methods.base.choice_without_replacement`) return, in call order.
+    (:func:`~hierbench.methods.vi.choice_without_replacement`) return, in call order.
 
     :meth:`jit` jits a function to return its output and the recorded draws (the draws never depend on
     the differentiated parameters, so they are plain values of the jit trace); the compiled function
@@ -129,7 +133,7 @@ class Recorder:
     def __init__(self, monkeypatch: pytest.MonkeyPatch):
         self.normals: list = []
         self.choices: list = []
-        real_normal, real_choice = jax.random.normal, vi_base.choice_without_replacement
+        real_normal, real_choice = jax.random.normal, vi.choice_without_replacement
 
         def normal(*args, **kwargs):
             out = real_normal(*args, **kwargs)
@@ -142,7 +146,7 @@ class Recorder:
             return out
 
         monkeypatch.setattr(jax.random, "normal", normal)
-        monkeypatch.setattr(vi_base, "choice_without_replacement", choice)
+        monkeypatch.setattr(vi, "choice_without_replacement", choice)
 
     def jit(self, fn):
         def recorded(*args):
@@ -152,45 +156,41 @@ class Recorder:
         return jax.jit(recorded)
 
 
-def noise_from(vi, normals: list, choices: list) -> Noise:
-    """The torch step's :class:`Noise` from what one JAX step drew (checking the twin declares the
-    same draws, in the same order, as the JAX family makes)."""
-    shapes = vi.family.noise_shapes
-    per_stratum = len(shapes(1, 1))
+def noise_from(runner: TorchRunner, normals: list, choices: list) -> tuple[list, list]:
+    """The torch step's positions and normals from what one JAX step drew (checking the torch runner
+    asks for the same draws, in the same order, as the JAX step makes)."""
+    spec = runner.spec
+    positions = [torch.tensor(np.asarray(c)).long() for c in choices]
+    assert [len(p) for p in positions] == [s.alloc for s in spec.batches.strata]
+    shapes = [spec.family.noise_shapes(spec.train.num_samples, b) for b in spec.batches.groups_per_pick]
     eps = [torch.tensor(np.asarray(a)) for a in normals]
-    eps = [eps[i : i + per_stratum] for i in range(0, len(eps), per_stratum)]
-    if vi.stratified:
-        idx = [torch.tensor(np.asarray(c)).long() for c in choices]
-        assert [len(i) for i in idx] == vi.alloc
-    else:
-        idx = [torch.tensor(np.asarray(choices[0])).long() if vi.subsample else None]
-        assert len(choices) == int(vi.subsample)
-    batches = vi.alloc if vi.stratified else [vi.batch_groups]
-    assert [[e.shape for e in s] for s in eps] == [
-        [torch.Size(x) for x in shapes(vi.num_samples, b)] for b in batches
+    noise, i = [], 0
+    for pick_shapes in shapes:
+        noise.append(eps[i : i + len(pick_shapes)])
+        i += len(pick_shapes)
+    assert i == len(eps) and [[e.shape for e in n] for n in noise] == [
+        [torch.Size(x) for x in p] for p in shapes
     ]
-    return Noise(idx, eps)
+    return positions, noise
 
 
 def setup_both(dataset: str, data_params: dict, method: str, method_params: dict, steps: int = 100):
-    """The JAX method, its data, an initial state, and the torch twin started from that state."""
+    """The JAX method, its step data, an initial state, and a torch runner started from that state."""
     model = build_model(dataset, data_params)
     algo = METHODS[method](model, steps=steps, **method_params)
-    dtype = jnp.float64
-    data = {k: jnp.asarray(v, dtype) for k, v in model.data.items()}
-    if algo.config.get("row_layout"):
-        data = with_rows(model, data, dtype)
+    data = jax.tree.map(jnp.asarray, algo.batches.arrays("float64"))
     state0 = algo.init(jax.random.key(1))
-    vi = make_torch_vi(method, model, algo.config, TorchRuntime("float64"))
-    return model, algo, data, state0, vi, vi.init(state0.params)
+    runner = TorchRunner(algo, 1, 1, TorchBackend())
+    runner.init_params = tree_map(np.asarray, state0.params)
+    return model, algo, data, state0, runner, runner.new_state()
 
 
 def one_step_both(monkeypatch, dataset: str, data_params: dict, method: str, method_params: dict):
     """A JAX step and a torch step from the same parameters on the same draws."""
-    model, algo, data, state0, vi, tstate = setup_both(dataset, data_params, method, method_params)
+    model, algo, data, state0, runner, tstate = setup_both(dataset, data_params, method, method_params)
     (state1, info), normals, choices = Recorder(monkeypatch).jit(algo.step)(jax.random.key(2), state0, data)
-    loss = vi.step(tstate, noise_from(vi, normals, choices))
-    return model, algo, data, state0, state1, info, vi, tstate, loss
+    loss = runner.step_on(tstate, *noise_from(runner, normals, choices))
+    return model, algo, data, state0, state1, info, runner, tstate, loss
 
 
 def adam_mu(opt_state):
@@ -215,12 +215,15 @@ def test_same_draws_same_elbo_and_gradients(case, monkeypatch):
 def test_same_draws_same_q(case, monkeypatch):
     """θ, z and log q(θ, z) of the full-data sampler (what scoring uses) on the same normals."""
     method, params = CASES[case]
-    model, algo, data, state0, vi, tstate = setup_both("hier-linear", SMALL, method, params)
+    model, algo, _, state0, runner, tstate = setup_both("hier-linear", SMALL, method, params)
+    data = {k: jnp.asarray(v) for k, v in model.data.items()}
     sample = Recorder(monkeypatch).jit(lambda key, params, data: algo.sample(key, params, data, 7))
     draws, normals, _ = sample(jax.random.key(6), state0.params, data)
     eps = [torch.tensor(np.asarray(a)) for a in normals]
-    theta, z = vi.family.draw(tstate.params, eps, None, vi.data)
-    lq_global, lq_local = vi.family.log_q(tstate.params, theta, z, None, vi.data)
+    tdata = {k: torch.tensor(v) for k, v in model.data.items()}
+    family = runner.spec.family
+    theta, z = family.draw(tstate.params, eps, None, tdata)
+    lq_global, lq_local = family.log_q(tstate.params, theta, z, None, tdata)
     close(theta.detach(), draws.theta, 1e-10)
     close(z.detach(), draws.z, 1e-10)
     close((lq_global + lq_local).detach(), draws.log_q, 1e-10)
@@ -240,11 +243,11 @@ def test_same_draws_same_q(case, monkeypatch):
 )
 def test_same_draws_same_gradients_other_data(dataset, data_params, case, monkeypatch):
     method, params = CASES[case]
-    model, _, _, _, state1, info, vi, tstate, loss = one_step_both(
+    model, _, _, _, state1, info, runner, tstate, loss = one_step_both(
         monkeypatch, dataset, data_params, method, params
     )
     if data_params is RAGGED:
-        assert row_layout(model) is not None and vi.use_rows
+        assert row_layout(model) is not None and runner.spec.batches.describe()["row_layout"]
     close(loss, info.neg_elbo)
     grads_jax = jax.tree.map(lambda m: m / (1.0 - ADAM_B1), adam_mu(state1.opt_state))
     trees_close(tree_map(lambda p: p.grad, tstate.params), grads_jax)
@@ -253,13 +256,13 @@ def test_same_draws_same_gradients_other_data(dataset, data_params, case, monkey
 def lockstep(monkeypatch, data_params: dict, method: str, params: dict, steps: int) -> None:
     """Train both backends from the same init on the same draws, step by step: the same losses, the
     same final parameters and the same final ELBO (the JAX scorer, one key, on both fits)."""
-    model, algo, data, state, vi, tstate = setup_both("hier-linear", data_params, method, params, steps)
+    model, algo, data, state, runner, tstate = setup_both("hier-linear", data_params, method, params, steps)
     step = Recorder(monkeypatch).jit(algo.step)
     losses_jax, losses_torch = [], []
     for key in jax.random.split(jax.random.key(3), steps):
         (state, info), normals, choices = step(key, state, data)
         losses_jax.append(float(info.neg_elbo))
-        losses_torch.append(float(vi.step(tstate, noise_from(vi, normals, choices))))
+        losses_torch.append(float(runner.step_on(tstate, *noise_from(runner, normals, choices))))
     close(losses_torch, losses_jax)
     trees_close(tstate.params, state.params)
     scorer = Scorer(model, algo, num_draws=1000)
@@ -282,11 +285,16 @@ def test_lockstep_training_n100(case, monkeypatch):
     lockstep(monkeypatch, N100, method, params | N100_PARAMS.get(method, {}), 300)
 
 
-def test_every_family_has_a_twin():
-    """The make_vi families have twins; other methods (samplers, other libraries' VI) are refused."""
-    assert set(TORCH_FAMILIES) == {"meanfield", "dense", "lowrank", "branch", "amortized"} <= set(METHODS)
+def test_every_make_vi_method_runs_on_torch_and_others_are_refused():
+    """Every method built by make_vi carries the spec the torch backend trains; samplers and other
+    libraries' VI (numpyro's SVI) are refused with a message."""
+    model = build_model("hier-linear", SMALL)
+    for name in ("meanfield", "dense", "lowrank", "branch", "amortized"):
+        assert METHODS[name](model, steps=10).vi is not None
     rec = run_one("nuts", "eight-schools", backend="torch", references=None)
     assert rec["status"] == "error" and "VI methods only" in rec["error"]
+    rec = run_one("numpyro-autonormal", "hier-linear", SMALL, steps=10, backend="torch", references=None)
+    assert rec["status"] == "error" and "no torch step" in rec["error"]
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "constant"])
@@ -391,12 +399,11 @@ def test_compiled_step_matches_eager():
     """torch.compile changes the speed, not the numbers (the same draws give the same step)."""
     model = build_model("hier-linear", SMALL)
     algo = METHODS["branch"](model, steps=50)
-    params0 = algo.init(jax.random.key(0)).params
     losses = []
     for compile_ in (False, True):
-        vi = make_torch_vi("branch", model, algo.config, TorchRuntime("float64", compile=compile_))
-        state, gen = vi.init(params0), torch.Generator().manual_seed(0)
-        losses.append(torch.stack([vi.step(state, vi.draw_noise(gen)) for _ in range(5)]).numpy())
+        runner = TorchRunner(algo, 0, 5, TorchBackend(compile=compile_))
+        state, gen = runner.new_state(), torch.Generator().manual_seed(0)
+        losses.append(torch.stack([runner.step(state, gen) for _ in range(5)]).numpy())
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-9)
 
 

@@ -94,8 +94,9 @@ def _time_steps(benchmark, machine, step, state, data, cost, info) -> None:
         RESULTS.append({k: info[k] for k in keys_} | {"step_s": step_s, "floor_s": floor_s})
 
 
-def _jax_data(model):
-    return {k: jnp.asarray(v, jnp.float64) for k, v in model.data.items()}
+def _jax_data(algo):
+    """The step's data: the method's batch source's arrays, in float64, on the device."""
+    return jax.tree.map(jnp.asarray, algo.batches.arrays("float64"))
 
 
 @pytest.mark.parametrize("impl", ["ours", "numpyro"])
@@ -106,7 +107,7 @@ def test_step(benchmark, machine, family, N, n, S, impl):
     algo = METHODS[method](model, steps=1000, num_samples=S)
     info = {"family": family, "impl": impl, "method": method, "N": N, "n": n, "d": D_MODEL, "S": S}
     cost = step_cost(family, N, n, D_MODEL, S)
-    _time_steps(benchmark, machine, algo.step, algo.init(jax.random.key(0)), _jax_data(model), cost, info)
+    _time_steps(benchmark, machine, algo.step, algo.init(jax.random.key(0)), _jax_data(algo), cost, info)
 
 
 @pytest.mark.parametrize(("family", "method", "params", "size"), OURS_ONLY, ids=lambda v: str(v))
@@ -121,7 +122,7 @@ def test_step_ours_only(benchmark, machine, family, method, params, size):
     else:  # hier-linear's rows are (x, y): F = d + 1 features
         cost = amortized_cost(groups * n, groups, d, d, d, d + 1, S)
     info = {"family": family, "impl": "ours", "method": method, "N": N, "n": n, "d": d, "S": S}
-    _time_steps(benchmark, machine, algo.step, algo.init(jax.random.key(0)), _jax_data(model), cost, info)
+    _time_steps(benchmark, machine, algo.step, algo.init(jax.random.key(0)), _jax_data(algo), cost, info)
 
 
 def test_step_movielens(benchmark, machine):
@@ -138,7 +139,7 @@ def test_step_movielens(benchmark, machine):
     num_samples = TrainConfig().num_samples  # the runner's default, as step_setup builds it
     rows = sum(s.alloc * s.width for s in strata)
     users = sum(s.alloc for s in strata)
-    real_rows = sum(s.alloc * float(store.train_sizes[s.users].mean()) for s in strata)
+    real_rows = sum(s.alloc * float(store.train_sizes[s.groups].mean()) for s in strata)
     d = store.dim
     cost = amortized_cost(rows, users, model.dim_global, model.dim_local, d, d + 1, num_samples)
     info = {

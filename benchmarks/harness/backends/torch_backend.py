@@ -1,26 +1,34 @@
-"""The PyTorch side of the backend seam: what the torch twin of a VI method does differently from JAX.
+"""The PyTorch backend: what a torch step does differently from JAX's, and nothing else.
 
-JAX (``methods/base.py``, ``benchmarks/harness.py``) -> torch (this module):
+The math is shared: the models' densities, the families (:mod:`hierbench.methods._gaussian` and the
+family modules) and the −ELBO estimate (:func:`hierbench.methods.objective.neg_elbo`) are array-API
+code that this backend evaluates on torch tensors, from the method's
+:class:`~hierbench.methods.base.VISpec`.  What differs from the JAX step
+(:mod:`hierbench.methods.vi`):
 
-- standard normals: ``jax.random.normal(key, shape)`` from split keys -> ``torch.randn(shape, generator=)``;
-- minibatches of groups: ``choice_without_replacement`` (Floyd's) -> ``torch.randperm(generator=)[:k]``;
+- standard normals: ``jax.random.normal(key, shape)`` from split keys -> ``torch.randn(shape, generator=)``,
+  drawn outside the loss in the order of the family's ``noise_shapes``;
+- minibatch positions: ``choice_without_replacement`` (Floyd's) -> ``torch.randperm(generator=)[:k]``;
 - gradients: ``jax.value_and_grad`` -> autograd (``loss.backward()``);
 - optimizer: ``optax.adam`` under ``cosine_decay_schedule`` -> ``torch.optim.Adam`` under ``LambdaLR``
   with the same b1, b2, eps and schedule (:func:`adam`);
 - compilation: ``jax.jit`` of a ``lax.scan`` over a chunk of steps -> eager, or ``torch.compile`` of
-  the loss (its backward compiled by AOTAutograd);
-- device and threads: XLA's default device and thread pool -> ``device=``, ``torch.set_num_threads``.
+  the loss (its backward compiled by AOTAutograd); ``compile_s`` is the time of ``WARMUP_STEPS``
+  throw-away steps on a copy of the state (tracing, code generation, recompilations on the next
+  calls; in eager mode the one-time setup of the first call);
+- device and threads: XLA's default device and thread pool -> ``device=``, ``torch.set_num_threads``
+  (process-wide, restored when the run ends).
 
-Everything else is shared: the model densities are array-API code evaluated unchanged on torch tensors,
-and the families' math is a line-by-line twin (:mod:`hierbench.methods.torch_families`).  Parameters
-cross the seam as nested dicts/lists of arrays with the same structure on both sides (a JAX pytree),
-so a torch fit can be scored by the JAX float64 scorer (:func:`to_numpy`).
+A run starts from the JAX method's own initialization (the same run key), and its parameters cross
+back as numpy arrays with the JAX pytree's structure, so the same float64 JAX scorer with the same
+keys scores both backends (common random numbers).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -189,3 +197,138 @@ class TorchRuntime:
             "torch_compile_mode": self.compile_mode,
             "device": str(self.torch_device),
         }
+
+
+# --- the runner ---------------------------------------------------------------------------------------
+
+NAME = "torch"
+WARMUP_STEPS = 3  # the first call compiles; the next two catch recompilations (e.g. guards on new values)
+
+
+class TorchState:
+    """Parameters (a tree of leaf tensors), their Adam optimizer and schedule."""
+
+    def __init__(self, params: Tree, train: Any):
+        self.params = params
+        self.opt, self.sched = adam(tree_leaves(params), train.lr, train.steps, train.schedule)
+
+
+class TorchRunner:
+    """One run on torch, from the method's :class:`~hierbench.methods.base.VISpec`."""
+
+    def __init__(self, method: Any, seed: int, chunk: int, backend: TorchBackend):
+        import jax
+
+        from hierbench.datasets.base import ParamError
+
+        if method.vi is None:
+            raise ParamError(
+                "backend torch runs the reparameterized VI methods (meanfield, dense, lowrank, branch, "
+                "amortized); this method has no torch step"
+            )
+        self.threads_before = torch.get_num_threads()
+        self.spec, self.chunk = method.vi, chunk
+        train = self.spec.train
+        self.rt = TorchRuntime(
+            train.dtype, backend.device, backend.threads, backend.compile, backend.compile_mode
+        )
+        # The JAX method's own initialization from the same run key as a JAX run.
+        key_init = jax.random.split(jax.random.key(seed), 3)[0]
+        self.init_params = tree_map(np.asarray, method.init(key_init).params)
+        self.seed_run, self.seed_warm = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
+        self.data = tree_map(self.rt.tensor, self.spec.batches.arrays(train.dtype))
+        self.loss_fn = self.rt.maybe_compile(self.neg_elbo)
+        self.state: TorchState | None = None
+        self._losses: list[torch.Tensor] = []
+
+    def neg_elbo(
+        self, params: Tree, positions: list[torch.Tensor], noise: list[list[torch.Tensor]]
+    ) -> torch.Tensor:
+        """:func:`~hierbench.methods.objective.neg_elbo` on the picks of ``positions``."""
+        from hierbench.methods.objective import neg_elbo
+
+        spec = self.spec
+        picks = spec.batches.picks(self.data, positions)
+        return neg_elbo(spec.model, spec.family, spec.train.stl, params, picks, noise)
+
+    def draw(self, gen: torch.Generator) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+        """One step's minibatch positions (per stratum) and standard normals (per pick) from ``gen``."""
+        rt, spec = self.rt, self.spec
+        positions = [rt.choice(gen, s.size, s.alloc) for s in spec.batches.strata]
+        shapes = spec.family.noise_shapes
+        noise = [
+            [rt.normal(gen, s) for s in shapes(spec.train.num_samples, b)]
+            for b in spec.batches.groups_per_pick
+        ]
+        return positions, noise
+
+    def step(self, state: TorchState, gen: torch.Generator) -> torch.Tensor:
+        """One Adam step on a fresh draw's −ELBO estimate; updates ``state`` in place, returns the loss."""
+        return self.step_on(state, *self.draw(gen))
+
+    def step_on(
+        self, state: TorchState, positions: list[torch.Tensor], noise: list[list[torch.Tensor]]
+    ) -> torch.Tensor:
+        """One Adam step on the −ELBO estimate of the given positions and normals."""
+        state.opt.zero_grad(set_to_none=True)
+        loss = self.loss_fn(state.params, positions, noise)
+        loss.backward()
+        state.opt.step()
+        state.sched.step()
+        return loss.detach()
+
+    def new_state(self) -> TorchState:
+        return TorchState(self.rt.parameters(self.init_params), self.spec.train)
+
+    def compile(self) -> float:
+        warm = self.new_state()  # a throw-away copy: the run starts from the untouched initialization
+        gen = self.rt.generator(self.seed_warm)
+        t0 = time.perf_counter()
+        for _ in range(WARMUP_STEPS):
+            self.step(warm, gen)
+        self.rt.sync()
+        compile_s = time.perf_counter() - t0
+        self.state, self.gen = self.new_state(), self.rt.generator(self.seed_run)
+        return compile_s
+
+    def run_chunk(self, c: int) -> None:
+        self._losses = [self.step(self.state, self.gen) for _ in range(self.chunk)]
+
+    def sync(self) -> None:
+        self.rt.sync()
+
+    def losses(self) -> np.ndarray:
+        return torch.stack(self._losses).cpu().numpy()
+
+    def params(self) -> Tree:
+        return to_numpy(self.state.params)
+
+    def finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in tree_leaves(self.state.params))
+
+    def describe(self) -> dict[str, Any]:
+        return self.rt.describe() | {"warmup_steps": WARMUP_STEPS}
+
+    def close(self) -> None:
+        torch.set_num_threads(self.threads_before)  # threads are process-wide: do not leak into later runs
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchBackend:
+    """PyTorch, eager or ``torch.compile``, on ``device`` with ``threads`` intra-op threads."""
+
+    compile: bool = False
+    threads: int | None = None
+    device: str = "cpu"
+    compile_mode: str | None = None
+    name: str = NAME
+
+    def runner(self, model: Any, method: Any, seed: int, chunk: int) -> TorchRunner:
+        return TorchRunner(method, seed, chunk, self)
+
+
+def make(
+    compile: bool = False, threads: int | None = None, device: str = "cpu", compile_mode: str | None = None
+) -> TorchBackend:
+    """The torch backend with its options (``hierbench run --backend torch --torch-compile --threads``)."""
+    return TorchBackend(bool(compile), threads, device, compile_mode)

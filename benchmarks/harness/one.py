@@ -1,0 +1,183 @@
+"""Run one method on one dataset and return its record.  Never raises for a failed run.
+
+:func:`run_one` resolves the names, validates every argument, builds the model and the method, then
+hands a VI method to the one timed loop (:func:`hierbench.harness.loop.fit`) on the asked backend, or
+runs an MCMC sampler (which owns its loop) and gates its draws as a reference.  Timing is fair by
+construction: compilation is timed apart (``compile_s``), chunks of steps are timed around the
+backend's synchronization (``wall_s``), and q is scored in float64 off the clock between chunks
+(:mod:`hierbench.scoring`).
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hierbench import reference as refstore
+from hierbench.accuracy import accuracy_block
+from hierbench.datasets.base import ParamError, check_positive_int
+from hierbench.harness.backends import make_backend
+from hierbench.harness.budget import plan_run
+from hierbench.harness.loop import fit
+from hierbench.methods.base import Infeasible, Sampler, Unavailable
+from hierbench.records import Record, env_info, finish, new_record
+from hierbench.registry import build_model, is_sampler, lookup, parse_params
+from hierbench.scoring import Scorer
+
+DEFAULT_STEPS = 10_000
+
+
+def run_one(
+    method: str,
+    dataset: str,
+    data_params: dict[str, Any] | None = None,
+    method_params: dict[str, Any] | None = None,
+    seed: int = 0,
+    steps: int = DEFAULT_STEPS,
+    eval_draws: int = 1000,
+    checkpoints: int = 20,
+    progress: bool | None = None,
+    raise_param_errors: bool = False,
+    references: str | Path | None = refstore.DEFAULT_ROOT,
+    backend: str = "jax",
+    backend_options: dict[str, Any] | None = None,
+    budget_s: float | None = None,
+    chunk_steps: int | None = None,
+) -> Record:
+    """Fit ``method`` to ``dataset`` and return its record (a JSON-ready dict).
+
+    Parameters
+    ----------
+    method, dataset : str
+        Registry names.
+    data_params, method_params : dict, optional
+        Factory parameters (strings are parsed to the right types).
+    seed : int
+        Seed of the run's PRNG key (initialization, minibatches, draws, scoring).
+    steps : int
+        Optimization steps (rounded up to whole chunks; the record has the count actually run).
+    eval_draws : int
+        Draws of q per float64 ELBO estimate.
+    checkpoints : int
+        Off-clock trace points after step 0 (one after each chunk unless ``chunk_steps`` is set).
+    progress : bool, optional
+        Show a progress bar (default: when stderr is a terminal, after 2 s).
+    raise_param_errors : bool
+        Re-raise :class:`ParamError` (the CLI turns it into exit code 2) instead of recording it.
+    references : path, optional
+        The reference store: VI records get an accuracy block against the exact posterior or an
+        accepted stored reference for the same data; an MCMC method's run is stored there as a
+        (gated) reference.  None: no store.
+    backend : {"jax", "torch"}
+        Where a VI method trains (:mod:`hierbench.harness.backends`); scoring is the same float64 JAX
+        code either way.
+    backend_options : dict, optional
+        The backend's options (torch: ``compile``, ``threads``, ``device``, ``compile_mode``).
+    budget_s : float, optional
+        A budget of optimization wall time (VI methods): the run gets ``min(steps, budget_s × the
+        probed steps/s)`` steps and stops early if it overruns (:mod:`hierbench.harness.budget`).
+    chunk_steps : int, optional
+        Steps per compiled chunk (default: ``steps / checkpoints``, a trace point after each); with it
+        set, a trace point every ⌈chunks / checkpoints⌉ chunks.
+    """
+    record = new_record(method, dataset, data_params, method_params, seed, backend)
+    try:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ParamError(f"seed must be an integer >= 0, got {seed!r}")
+        if budget_s is not None and not (
+            isinstance(budget_s, (int, float)) and not isinstance(budget_s, bool) and budget_s > 0
+        ):
+            raise ParamError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
+        if chunk_steps is not None:
+            check_positive_int("chunk_steps", chunk_steps)
+        engine = make_backend(backend, backend_options)
+        model = build_model(dataset, data_params)
+        factory = lookup("method", method)
+        params = parse_params("method", method, method_params or {})
+        sampler = is_sampler(factory)
+        if sampler and backend != "jax":
+            raise ParamError(f"backend {backend!r} runs VI methods only; {method!r} is a sampler")
+        if sampler and budget_s is not None:
+            raise ParamError("budget_s applies to VI methods")
+        plan, probe = plan_run(
+            engine,
+            model,
+            lambda n: factory(model, **(params | {"steps": n})),
+            seed,
+            steps=steps,
+            checkpoints=checkpoints,
+            budget_s=budget_s,
+            chunk=chunk_steps,
+        )
+        if probe is not None:
+            record |= {"budget_s": float(budget_s), "probe": probe, "planned_steps": plan.steps}
+        if not sampler:
+            params["steps"] = plan.steps
+        record["data_params"] = model.params
+        record |= {"num_groups": model.num_groups, "num_obs": model.num_obs}
+        if model.exact is not None:
+            record["log_evidence"] = float(model.exact.log_evidence)
+        ref, ref_note = (None, "no reference store")
+        if references is not None:
+            ref, ref_note = refstore.find_accepted(dataset, model, Path(references))
+        record |= {"accuracy": None, "reference": ref_note}
+        algo = factory(model, **params)
+        record["method_params"] = algo.config
+        record["env"] = env_info(algo.config.get("dtype"))
+        if isinstance(algo, Sampler):
+            _sample(record, model, algo, seed, ref, references)
+        else:
+            scorer = Scorer(model, algo, num_draws=eval_draws)
+            last = fit(record, model, algo, engine, scorer, plan, seed, progress)
+            if record["status"] == "ok" and ref is not None:
+                record["accuracy"] = accuracy_block(ref, last["theta"], last["z"], last["log_w"])
+    except ParamError as err:
+        if raise_param_errors:
+            raise
+        finish(record, "error", f"ParamError: {err}")
+    except Infeasible as err:
+        finish(record, "infeasible", str(err), memory_bytes=err.memory_bytes)
+    except Unavailable as err:
+        finish(record, "unavailable", str(err))
+    except Exception as err:  # a sweep must survive any single failure
+        finish(record, "error", f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+    record.setdefault("env", env_info(None))
+    return record
+
+
+def _sample(record, model, algo: Sampler, seed, ref, references) -> None:
+    """Run an MCMC method; score it against the exact posterior if any; store it as a reference."""
+    post = algo.run(seed)
+    iterations = post.settings.get("warmup", 0) + post.settings.get("draws", 0)
+    record |= {
+        "compile_s": post.compile_s,
+        "wall_s": post.sample_s,
+        # an optimizer that owns its loop (Stan ADVI, Pathfinder) states its iterations as "steps"
+        "steps": int(post.settings.get("steps", iterations)),
+        "grad_evals": int(np.sum(post.stats["num_steps"])) if "num_steps" in post.stats else None,
+    }
+    if post.theta is None:  # e.g. Stan: natural quantities only
+        finish(record, "ok")
+        return
+    key = refstore.reference_key(record["dataset"], model, algo.config, seed)
+    command = refstore.regenerate_command(record["dataset"], model.params, seed, record["method_params"])
+    stored, draws = refstore.from_posterior(record["dataset"], model, post, key, command)
+    record |= {
+        "diagnostics": stored.meta["diagnostics"],
+        "gate_passed": stored.accepted,
+        "failed_checks": stored.failed_checks,
+        "global_mean": stored.global_mean.tolist(),
+        "global_sd": stored.global_sd.tolist(),
+    }
+    if references is not None:
+        path = refstore.save(stored, draws, Path(references))
+        record["reference_file"] = str(path)
+    if ref is not None and ref.source == "exact":
+        C, S = post.theta.shape[:2]
+        theta = post.theta.reshape(C * S, -1)
+        z = post.z.reshape(C * S, *post.z.shape[2:])
+        record["accuracy"] = accuracy_block(ref, theta, z[:, : ref.local_mean.shape[0]])
+    finish(record, "ok")
