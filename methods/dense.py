@@ -1,30 +1,22 @@
-"""Joint full-rank Gaussian VI: q(θ, z) = N(m, L Lᵀ) with a dense Cholesky factor.
+"""Joint full-rank Gaussian VI: q(θ, z) = N(m, C Cᵀ), C = diag(s) (I + U), U strictly lower-triangular.
 
 Exact on a Gaussian target, but O(D²) parameters and memory and O(D²) work per draw for
 D = G + N·L, so it is refused (status ``infeasible``) beyond ``max_dim``.
 
-Sticking-the-landing is on by default only up to D = 128 (``stl=None``).  STL's path term adds
-zero-mean noise (L⁻ᵀε)_i ε_j to every off-diagonal entry of L; Adam normalizes each coordinate, so
-the D²/2 entries take lr-sized random steps until q is close enough to p for the noise to cancel.
-Measured at D=1010 (hier-linear N=100, lr 3e-3): the diagonal stays ≈ 0.1 while off-diagonal row
-norms reach 0.5 within 25 steps and cond(L) 1e15, and the ELBO estimate breaks down; lr 1e-3 and a
-30% warm-up with the standard estimator did not prevent it.  Without STL the run is stable.  At
-D=110 STL with lr 3e-3 reaches KL ≈ 1e-7.  On radon (D=175, a non-Gaussian posterior, where STL's
-noise never vanishes) STL broke the factor down at lr 3e-3 (Var[log q] 10⁵¹× D/2: `diverged`), while
-the standard estimator reached ELBO −1099.94 ± 0.05, the best of every family (10k steps); hence 128.
+PLACEHOLDER: measurements go here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from hierbench.datasets.base import HierModel
+from hierbench.datasets.base import HierModel, ParamError
 from hierbench.methods import _gaussian as g
-from hierbench.methods._ops import device, namespace
+from hierbench.methods._ops import device, namespace, softplus
 from hierbench.methods.base import Family, Infeasible, Method, train_config
 from hierbench.methods.vi import make_vi
 
-STL_MAX_DIM = 128  # default STL on up to this dimension; see the module docstring
+FACTOR_STEP = 0.6  # default peak step of U's entries: min(lr, FACTOR_STEP / D); module docstring
 
 
 def make(
@@ -33,55 +25,62 @@ def make(
     init_sd: float = 0.1,
     max_dim: int = 2000,
     lr: float = 3e-3,
-    stl: bool | None = None,
+    factor_lr: float | None = None,
+    stl: bool = True,
     **train,
 ) -> Method:
-    """Dense (full-rank Cholesky) Gaussian over all of θ and z; full data; refused above max_dim."""
-    # Adam at lr=1e-2 with STL diverges on a dense Cholesky (measured: N=10, D=110); 3e-3 lands.
+    """Dense Gaussian (row scale × unit-triangular factor) over all of θ and z; full data; refused above max_dim."""
     dim = g.joint_dim(model)
-    if stl is None:
-        stl = dim <= STL_MAX_DIM
     cfg = train_config(train | {"lr": lr, "stl": stl})
+    if factor_lr is None:
+        factor_lr = min(lr, FACTOR_STEP / dim)
+    if not (isinstance(factor_lr, (int, float)) and 0 < factor_lr <= lr):
+        raise ParamError(f"factor_lr must be a number in (0, lr={lr}], got {factor_lr!r}")
     if dim > max_dim:
         # parameters + gradient + two Adam moments, each D² numbers
         memory = 4 * dim * dim * (4 if cfg.dtype == "float32" else 8)
         raise Infeasible(
-            f"dense needs a {dim}x{dim} Cholesky factor (~{memory / 2**20:,.0f} MiB with Adam state, "
+            f"dense needs a {dim}x{dim} triangular factor (~{memory / 2**20:,.0f} MiB with Adam state, "
             f"O(D^2) work per draw); dimension {dim} > max_dim={max_dim}",
             memory_bytes=memory,
         )
+    family = build_family(model, init_sd, factor_lr / lr)
+    return make_vi(model, family, cfg, init_sd=init_sd, max_dim=max_dim, factor_lr=factor_lr)
 
-    family = build_family(model, init_sd)
-    return make_vi(model, family, cfg, init_sd=init_sd, max_dim=max_dim)
 
+def build_family(model: HierModel, init_sd: float = 0.1, factor_gain: float = 1.0) -> Family:
+    """The dense family over the joint vector, started at N(0, init_sd² I).
 
-def build_family(model: HierModel, init_sd: float = 0.1) -> Family:
-    """The dense Gaussian family over the joint vector, started at N(0, init_sd² I)."""
+    Parameters: ``mean`` (D,), ``scale`` (D,, softplus-positive s) and ``unit`` (D, D; its strictly
+    lower triangle, times the constant ``factor_gain``, is U).  Adam's steps on ``unit`` are steps of
+    ``factor_gain × lr`` on U: the factor's own learning rate without a second optimizer.
+    """
     dim = g.joint_dim(model)
-
-    def init_params(key):
-        return {"mean": np.zeros(dim), "chol": g.raw_chol_init((dim, dim), init_sd)}
-
-    def draw_chol(params, eps):
-        chol = g.chol_from_raw(params["chol"])
-        return chol, g.affine_draw(params["mean"], chol, eps[0])
-
-    def draw_vec(params, eps):
-        return draw_chol(params, eps)[1]
-
-    def log_q_vec(params, v):
-        return g.mvn_logpdf_chol(v - params["mean"], g.chol_from_raw(params["chol"]))
-
     shape = (model.dim_global, model.num_groups, model.dim_local)
 
+    def init_params(key):
+        return {"mean": np.zeros(dim), "scale": np.full(dim, g.softplus_inv(init_sd)), "unit": np.zeros((dim, dim))}
+
+    def factor(params):
+        """C = diag(s) (I + U)."""
+        raw = params["unit"]
+        xp = namespace(raw)
+        eye = xp.eye(dim, dtype=raw.dtype, device=device(raw))
+        return softplus(params["scale"])[:, None] * (factor_gain * xp.tril(raw, k=-1) + eye)
+
+    def draw_vec(params, eps):
+        return g.affine_draw(params["mean"], factor(params), eps[0])
+
+    def log_q_vec(params, v):
+        return g.mvn_logpdf_chol(v - params["mean"], factor(params))
+
     def draw_log_q(params, eps, idx, data_b):
-        # Training without STL: log q(m + Lε) = −½‖ε‖² − Σ log L_kk − D/2 log 2π exactly, so the
-        # O(S·D²) triangular solve of log_q_vec and its backward are not needed (measured at
-        # D = 10,010: ~1 s of a 9 s step).  Same value and parameter gradient (tested).
+        # Training without STL: log q(m + Cε) = −½‖ε‖² − Σ log s − D/2 log 2π exactly (C's diagonal is
+        # s), so the O(S·D²) triangular solve of log_q_vec and its backward are not needed.  Same
+        # value and parameter gradient (tested).
         xp = namespace(eps[0])
-        chol, w = draw_chol(params, eps)
-        theta, z = g.split_joint(w, *shape)
-        log_det = xp.sum(xp.log(xp.linalg.diagonal(chol)))
+        theta, z = g.split_joint(draw_vec(params, eps), *shape)
+        log_det = xp.sum(xp.log(softplus(params["scale"])))
         log_q = -0.5 * xp.sum(eps[0] * eps[0], axis=-1) - log_det - 0.5 * dim * g.LOG_2PI
         return theta, z, log_q, xp.zeros((), dtype=log_q.dtype, device=device(log_q))
 

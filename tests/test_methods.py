@@ -301,10 +301,11 @@ def test_dense_closed_form_log_q_matches_the_solve():
     model = build_model("hier-linear", {"N": 15, "n": 5, "d": 2, "seed": 0})
     family = dense.build_family(model)
     params = family.init_params(jax.random.key(0))
-    noise = jax.random.normal(jax.random.key(1), params["chol"].shape)
+    noise = jax.random.normal(jax.random.key(1), params["unit"].shape)
     mean = jnp.linspace(-1.0, 1.0, params["mean"].size)
     # a well-conditioned factor: the solve of log_q is then accurate to rounding
-    params = {"chol": params["chol"] + 0.03 * noise, "mean": mean}
+    scale = params["scale"] + jnp.linspace(-0.5, 0.5, params["scale"].size)
+    params = {"unit": params["unit"] + 0.03 * noise, "mean": mean, "scale": scale}
     eps = [jax.random.normal(jax.random.key(2), shape) for shape in family.noise_shapes(6, model.num_groups)]
 
     def closed(p):
