@@ -68,10 +68,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         backend=args.backend,
         backend_options=_backend_options(args),
         budget_s=args.budget_s,
+        save_reference=args.save_reference,
     )
     append_record(out, record)
     _print_result(record, out)
-    return 0 if record["status"] == "ok" else 1
+    # an MCMC run whose gate failed is not a usable result either
+    return 0 if record["status"] == "ok" and record.get("gate_passed") is not False else 1
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
@@ -313,7 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--references",
         default="results/references",
-        help="reference store: accuracy vs an accepted reference; MCMC runs are stored here ('none': off)",
+        help="reference store read for accuracy scores ('none': off)",
+    )
+    run.add_argument(
+        "--save-reference",
+        metavar="DIR",
+        help="MCMC methods: store the run's gated reference here (default: .cache/hierbench/references; "
+        "`hierbench reference` builds the committed store)",
     )
     run.add_argument(
         "--backend", choices=("jax", "torch"), default="jax", help="train with JAX (jit) or the PyTorch twin"

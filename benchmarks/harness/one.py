@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hierbench import reference as refstore
+from hierbench._io import cache_dir
 from hierbench.accuracy import accuracy_block
 from hierbench.datasets.base import ParamError, check_positive_int
 from hierbench.harness.backends import make_backend
@@ -46,6 +47,7 @@ def run_one(
     backend_options: dict[str, Any] | None = None,
     budget_s: float | None = None,
     chunk_steps: int | None = None,
+    save_reference: str | Path | None = None,
 ) -> Record:
     """Fit ``method`` to ``dataset`` and return its record (a JSON-ready dict).
 
@@ -68,9 +70,12 @@ def run_one(
     raise_param_errors : bool
         Re-raise :class:`ParamError` (the CLI turns it into exit code 2) instead of recording it.
     references : path, optional
-        The reference store: VI records get an accuracy block against the exact posterior or an
-        accepted stored reference for the same data; an MCMC method's run is stored there as a
-        (gated) reference.  None: no store.
+        The reference store read for scoring: VI records get an accuracy block against the exact
+        posterior or an accepted stored reference for the same data.  None: no store.
+    save_reference : path, optional
+        Where an MCMC method's run is stored as a (gated) reference; default the user cache
+        (``.cache/hierbench/references``), never the repository's committed store unless asked
+        (``hierbench reference`` builds that one).
     backend : {"jax", "torch"}
         Where a VI method trains (:mod:`hierbench.harness.backends`); scoring is the same float64 JAX
         code either way.
@@ -128,7 +133,7 @@ def run_one(
         record["method_params"] = algo.config
         record["env"] = env_info(algo.config.get("dtype"))
         if isinstance(algo, Sampler):
-            _sample(record, model, algo, seed, ref, references)
+            _sample(record, model, algo, seed, ref, save_reference)
         else:
             scorer = Scorer(model, algo, num_draws=eval_draws)
             last = fit(record, model, algo, engine, scorer, plan, seed, progress)
@@ -148,8 +153,9 @@ def run_one(
     return record
 
 
-def _sample(record, model, algo: Sampler, seed, ref, references) -> None:
-    """Run an MCMC method; score it against the exact posterior if any; store it as a reference."""
+def _sample(record, model, algo: Sampler, seed, ref, save_to: str | Path | None) -> None:
+    """Run an MCMC method; score it against the exact posterior if any; store it as a reference in
+    ``save_to`` (default: the user cache)."""
     post = algo.run(seed)
     iterations = post.settings.get("warmup", 0) + post.settings.get("draws", 0)
     record |= {
@@ -159,7 +165,13 @@ def _sample(record, model, algo: Sampler, seed, ref, references) -> None:
         "steps": int(post.settings.get("steps", iterations)),
         "grad_evals": int(np.sum(post.stats["num_steps"])) if "num_steps" in post.stats else None,
     }
-    if post.theta is None:  # e.g. Stan: natural quantities only
+    if "backend" in post.settings:  # Stan: pystan or cmdstanpy, not JAX
+        record["backend"] = str(post.settings["backend"])
+    if post.theta is None:  # e.g. Stan: natural quantities only; moments, diagnostics and gate on those
+        summary = refstore.natural_summary(post)
+        record |= summary
+        if "failed_checks" in summary:
+            record["gate_passed"] = not summary["failed_checks"]
         finish(record, "ok")
         return
     key = refstore.reference_key(record["dataset"], model, algo.config, seed)
@@ -172,9 +184,8 @@ def _sample(record, model, algo: Sampler, seed, ref, references) -> None:
         "global_mean": stored.global_mean.tolist(),
         "global_sd": stored.global_sd.tolist(),
     }
-    if references is not None:
-        path = refstore.save(stored, draws, Path(references))
-        record["reference_file"] = str(path)
+    path = refstore.save(stored, draws, Path(save_to) if save_to is not None else cache_dir() / "references")
+    record["reference_file"] = str(path)
     if ref is not None and ref.source == "exact":
         C, S = post.theta.shape[:2]
         theta = post.theta.reshape(C * S, -1)
