@@ -71,6 +71,7 @@ SIGMA_SCALE = 1.0
 TEST_FRACTION = 0.1
 DEFAULT_USERS = 50  # see make(): the reference budget sets it
 MAX_PADDED_BYTES = 8 * 2**30  # refuse to pad more than this; use num_users
+RATING_RANGE = (0.5, 5.0)  # every MovieLens release rates on this scale (half stars from ml-latest on)
 
 
 def log_prior_global(theta: Array) -> Array:
@@ -115,12 +116,91 @@ def _check_csv(path: Path, columns: tuple[str, ...]) -> None:
             f"MovieLens file {path} not found: the folder must hold ratings.csv "
             f"({','.join(RATINGS_COLUMNS)}) and movies.csv ({','.join(MOVIES_COLUMNS)})"
         )
-    header = pd.read_csv(path, nrows=0).columns
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ParamError(f"MovieLens file {path} is not a CSV file with a header line: {err}") from None
     missing = [c for c in columns if c not in header]
     if missing:
         raise ParamError(
             f"MovieLens file {path} lacks column(s) {', '.join(missing)}; it has {', '.join(header)}"
         )
+
+
+def _bad(path: Path, frame: pd.DataFrame, where: np.ndarray, column: str, why: str) -> ParamError:
+    """The error for the first row of ``frame`` flagged in ``where``: file, line (the header is line
+    1) and value."""
+    row = int(np.flatnonzero(where)[0])
+    line = int(frame.index[row]) + 2
+    value = frame[column].iloc[row]
+    return ParamError(f"{path}:{line}: {column} {value!r} {why}")
+
+
+def _integral(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
+    """``frame[column]`` as int64, refusing blanks and values that are not whole numbers."""
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(values) | (values != np.round(values))
+    if bad.any():
+        raise _bad(path, frame, bad, column, "is not an integer id")
+    return values.astype(np.int64)
+
+
+def read_ratings(path: Path, chunk_rows: int | None = None):
+    """Validated ratings of a MovieLens ``ratings.csv``: frames of ``userId``, ``movieId`` (int64),
+    ``rating`` (float64, within :data:`RATING_RANGE`), ``timestamp`` (int64), one a chunk of
+    ``chunk_rows`` rows (one frame when None).
+
+    Raises
+    ------
+    ParamError
+        A missing file or column, a file without ratings, or a row whose id is not an integer or
+        whose rating is blank or off the scale: the message names the file, the line and the value.
+    """
+    _check_csv(path, RATINGS_COLUMNS)
+    reader = pd.read_csv(
+        path, usecols=list(RATINGS_COLUMNS), dtype=str, keep_default_na=False, chunksize=chunk_rows or 2**62
+    )
+    rows = 0
+    for frame in reader:
+        rating = pd.to_numeric(frame["rating"], errors="coerce").to_numpy(np.float64)
+        off = ~np.isfinite(rating) | (rating < RATING_RANGE[0]) | (rating > RATING_RANGE[1])
+        if off.any():
+            lo, hi = RATING_RANGE
+            raise _bad(path, frame, off, "rating", f"is not a rating on MovieLens's {lo:g}-{hi:g} scale")
+        out = pd.DataFrame(
+            {
+                "userId": _integral(path, frame, "userId"),
+                "movieId": _integral(path, frame, "movieId"),
+                "rating": rating,
+                "timestamp": _integral(path, frame, "timestamp"),
+            },
+            index=frame.index,
+        )
+        rows += len(out)
+        yield out
+    if rows == 0:
+        raise ParamError(f"MovieLens file {path} has no ratings (a header line only, or empty)")
+
+
+def read_movies(path: Path, columns: tuple[str, ...] = MOVIES_COLUMNS) -> pd.DataFrame:
+    """Validated ``movies.csv`` (``movieId`` int64, each once; the other ``columns`` as text).
+
+    Raises
+    ------
+    ParamError
+        A missing file or column, or a movieId that is not an integer or appears twice (file, line,
+        value).
+    """
+    _check_csv(path, MOVIES_COLUMNS)
+    frame = pd.read_csv(path, usecols=list(columns), dtype=str, keep_default_na=False)
+    ids = _integral(path, frame, "movieId")
+    dup = pd.Series(ids).duplicated().to_numpy()
+    if dup.any():
+        raise _bad(path, frame, dup, "movieId", "appears twice")
+    frame["movieId"] = ids
+    text = [c for c in columns if c != "movieId"]
+    frame[text] = frame[text].replace("", np.nan)  # a blank field is missing, as pandas reads it
+    return frame
 
 
 def load_movielens_csv(folder: str | os.PathLike[str]) -> pd.DataFrame:
@@ -142,21 +222,16 @@ def load_movielens_csv(folder: str | os.PathLike[str]) -> pd.DataFrame:
     Raises
     ------
     ParamError
-        If the folder or a file does not exist, or a file lacks a needed column (the message
-        names the file).
+        If the folder or a file does not exist, a file lacks a needed column, or a row is not valid
+        (:func:`read_ratings`, :func:`read_movies`: the message names the file, the line and the value).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ParamError(f"MovieLens folder {folder} does not exist")
     ratings_csv, movies_csv = folder / "ratings.csv", folder / "movies.csv"
-    _check_csv(ratings_csv, RATINGS_COLUMNS)
     _check_csv(movies_csv, MOVIES_COLUMNS)
-    ratings = pd.read_csv(
-        ratings_csv,
-        usecols=list(RATINGS_COLUMNS),
-        dtype={"userId": np.int64, "movieId": np.int64, "rating": np.float64, "timestamp": np.int64},
-    )
-    movies = pd.read_csv(movies_csv, usecols=list(MOVIES_COLUMNS), dtype={"movieId": np.int64})
+    (ratings,) = list(read_ratings(ratings_csv))
+    movies = read_movies(movies_csv)
     frame = ratings.merge(movies, on="movieId", how="left", validate="many_to_one")
     frame["genres"] = frame["genres"].fillna(NO_GENRES).astype(str)
     year = frame["title"].astype(str).str.extract(r"\((\d{4})\)\s*$", expand=False)

@@ -662,23 +662,19 @@ def read_csv_store(folder: str | os.PathLike[str], seed: int = 0, chunk_rows: in
     ------
     ParamError
         As :func:`~hierbench.datasets.movielens.load_movielens_csv` does for a missing folder, file or
-        column.
+        column, or a row that is not valid (file, line and value).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ParamError(f"MovieLens folder {folder} does not exist")
     ratings_csv, movies_csv = folder / "ratings.csv", folder / "movies.csv"
-    movielens._check_csv(ratings_csv, movielens.RATINGS_COLUMNS)
     movielens._check_csv(movies_csv, movielens.MOVIES_COLUMNS)
-    movies = pd.read_csv(movies_csv, usecols=["movieId", "genres"], dtype={"movieId": np.int64})
-    movies = movies.drop_duplicates("movieId").sort_values("movieId", kind="stable")
+    movielens._check_csv(ratings_csv, movielens.RATINGS_COLUMNS)
+    movies = movielens.read_movies(movies_csv, ("movieId", "genres"))
+    movies = movies.sort_values("movieId", kind="stable")
     ids = movies["movieId"].to_numpy()
     parts: dict[str, list[np.ndarray]] = {"user": [], "movie_id": [], "time": [], "y": []}
-    dtypes = {"userId": np.int64, "movieId": np.int64, "rating": np.float64, "timestamp": np.int64}
-    reader = pd.read_csv(
-        ratings_csv, usecols=list(movielens.RATINGS_COLUMNS), dtype=dtypes, chunksize=chunk_rows
-    )
-    for frame in reader:
+    for frame in movielens.read_ratings(ratings_csv, chunk_rows):
         parts["user"].append(frame["userId"].to_numpy())
         parts["movie_id"].append(frame["movieId"].to_numpy())
         parts["time"].append(frame["timestamp"].to_numpy())
