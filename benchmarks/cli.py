@@ -240,13 +240,13 @@ def cmd_torch_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from hierbench.regress import baseline_update
+    from hierbench.suites.regress import baseline_update
 
     return baseline_update(args.suite, args.repeats, args.out, _store(args.references))
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
-    from hierbench.regress import regress
+    from hierbench.suites.regress import regress
 
     return regress(args.suite, args.repeats, args.baseline, _store(args.references))
 
