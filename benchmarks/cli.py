@@ -190,7 +190,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hierbench.report import write_report
+    from hierbench.reports.report import write_report
 
     missing = [f for f in args.records if not Path(f).is_file()]
     if missing:

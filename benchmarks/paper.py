@@ -67,8 +67,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from hierbench._io import SWEEPS_DIR  # noqa: E402
 from hierbench.records import Record, read_records  # noqa: E402
-from hierbench.report import label as report_label  # noqa: E402
-from hierbench.report import trace_table  # noqa: E402
+from hierbench.reports.labels import label as report_label  # noqa: E402
+from hierbench.reports.tables import trace_table  # noqa: E402
 from hierbench.reports.targets import time_to_target, trace_columns  # noqa: E402
 
 EXPERIMENTS = ("scaling", "accuracy", "movielens", "theta_collapse")
