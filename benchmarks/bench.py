@@ -9,7 +9,7 @@ The grids are experiment files, run like any other by :func:`hierbench.sweep.run
   reference, at its default size, scored against the stored references (``make references`` first).
 
 A bench run starts a fresh records file (the previous one is kept as ``records.prev.jsonl``), then writes
-the report (:func:`hierbench.report.write_report`: ``summary.md``, ``summary.csv``, ``trace.csv`` and
+the report (:func:`hierbench.reports.report.write_report`: ``summary.md``, ``summary.csv``, ``trace.csv`` and
 figures) beside it.
 """
 
@@ -74,7 +74,7 @@ def run_bench(
         raised or its worker died (an ``error`` record).
     """
     from hierbench.records import read_records
-    from hierbench.report import write_report
+    from hierbench.reports.report import write_report
     from hierbench.sweep import expand, find_experiment, load_experiment, run_sweep
 
     if plan not in PLANS:

@@ -192,7 +192,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hierbench.report import write_report
+    from hierbench.reports.report import write_report
 
     missing = [f for f in args.records if not Path(f).is_file()]
     if missing:
@@ -242,13 +242,13 @@ def cmd_torch_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from hierbench.regress import baseline_update
+    from hierbench.suites.regress import baseline_update
 
     return baseline_update(args.suite, args.repeats, args.out, _store(args.references))
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
-    from hierbench.regress import regress
+    from hierbench.suites.regress import regress
 
     return regress(args.suite, args.repeats, args.baseline, _store(args.references))
 

@@ -62,7 +62,7 @@ def test_accuracy_plan_covers_every_vi_method_on_every_dataset():
 
 
 def test_accuracy_table_has_one_cell_per_method_and_dataset():
-    from hierbench.report import accuracy_markdown, accuracy_table
+    from hierbench.reports.tables import accuracy_markdown, accuracy_table
 
     def rec(method, dataset, status="ok", err=0.1):
         block = {"std_mean_err_mean": err, "sd_ratio_err_mean": 0.2}

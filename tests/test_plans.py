@@ -93,7 +93,7 @@ def test_torch_bench_plan_is_the_old_plan():
 
 
 def test_regress_suites_are_the_old_suites():
-    from hierbench import regress as rg
+    from hierbench.suites import definition as rg
 
     for name in ("quick", "tiny"):
         frozen, suite = FROZEN[f"regress-{name}"], rg.get_suite(name)

@@ -1,6 +1,6 @@
 """The scale runner's training step against the number of size strata (the profile behind ``--max-strata``).
 
-Run: ``.venv/bin/python benchmarks/perf/strata_step.py [--num-users 162541] [--methods
+Run: ``.venv/bin/python -m hierbench.perf.strata_step [--num-users 162541] [--methods
 amortized-potential] [--max-strata 3,16]``.  For each setting it builds the runner's step
 (:func:`hierbench.scale.step_setup`) on the ``movielens-synth``
 store, compiles a 10-step ``lax.scan`` chunk (the harness's own loop shape) and prints one JSON line:
@@ -21,13 +21,16 @@ from hierbench.datasets import movielens_synth as synth
 CHUNK = 10
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    """Command line: see the module docstring.  Prints one JSON line per (method, max_strata); exit 0."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hierbench.perf.strata_step", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--num-users", type=int, default=synth.ML25M_USERS)
     parser.add_argument("--methods", default="amortized-potential")
     parser.add_argument("--max-strata", default="3,16", help="comma-separated settings")
     parser.add_argument("--batch-users", type=int, default=256)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cfg = scale.ScaleConfig(num_users=args.num_users, methods=("amortized-potential",))
     store, dataset, data_params = scale.load_store(cfg)
     model = scale.schema_model(store, dataset, data_params)
@@ -56,7 +59,8 @@ def main() -> None:
                 "ms_per_step": round(1e3 * min(times), 1),
             }
             print(json.dumps(line), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

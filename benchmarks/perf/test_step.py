@@ -4,7 +4,7 @@ and amortized VI's step on a MovieLens-scale minibatch.
 Each benchmark times a compiled ``lax.scan`` of ``STEPS_PER_CALL`` steps of the method's ``step``
 (the harness's own loop shape, which amortizes the ~10-50 µs dispatch of a call); compilation and a
 first call happen before timing.  pytest-benchmark's numbers are per call; ``extra_info`` holds
-``steps_per_call``, the analytic FLOPs, bytes and floor of one step (:mod:`perf_floor`), and the
+``steps_per_call``, the analytic FLOPs, bytes and floor of one step (:mod:`hierbench.perf.floor`), and the
 table at the end divides by the steps.  Sizes vary N (groups), n (rows per group) and S (draws per
 step); dense runs only where its D×D factor is small (D = 110 and 1010).  Branch (full data and
 B = 32 groups) and amortized (potential head, B = 32) have no numpyro counterpart: numpyro's
@@ -24,10 +24,10 @@ import time
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import RESULTS
-from perf_floor import amortized_cost, branch_cost, step_cost
 
 from hierbench.methods import METHODS
+from hierbench.perf.floor import amortized_cost, branch_cost, step_cost
+from hierbench.perf.summary import RESULTS
 from hierbench.registry import build_model
 
 D_MODEL = 10  # d
