@@ -52,7 +52,7 @@ sweep: setup  ## an experiment of benchmarks/experiments/: make sweep EXP=scalin
 	$(VENV)/bin/hierbench sweep $(EXP) --jobs $(JOBS) $(if $(QUICK),--quick)
 
 figures: setup  ## every figure and table of the paper's experiments from the stored records -> results/paper/
-	$(PY) -m hierbench.paper --out results/paper
+	$(VENV)/bin/hierbench figures --out results/paper
 
 # A sweep with failed cells (exit 1) does not stop the others: their records are kept, the tables show
 # the failures, and the exit status is still the failure's.
@@ -61,7 +61,7 @@ paper: setup  ## the paper's four sweeps (resumable; JOBS=K), then `make figures
 	status=0; for exp in $(PAPER_EXPERIMENTS); do \
 	  $(VENV)/bin/hierbench sweep $$exp --jobs $(JOBS) || status=$$?; \
 	done; \
-	$(PY) -m hierbench.paper --out results/paper || status=$$?; \
+	$(VENV)/bin/hierbench figures --out results/paper || status=$$?; \
 	exit $$status
 
 peers: setup  ## ours vs numpyro side by side (experiments/peers.toml) -> results/peers/ (~13 min)

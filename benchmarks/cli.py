@@ -360,6 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="output folder")
     rep.set_defaults(func=cmd_report)
 
+    from hierbench.reports.paper import command as figures
+
+    fig = sub.add_parser(
+        "figures", help="the paper's figures and tables from the sweeps' records (make figures)"
+    )
+    figures.add_arguments(fig)
+    fig.set_defaults(func=figures.run)
+
     bench = sub.add_parser("bench", help="the default benchmark (what `make bench` runs)")
     bench.add_argument("--out", default="results/bench")
     bench.add_argument(

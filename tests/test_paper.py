@@ -243,13 +243,13 @@ def test_every_artifact_is_written_and_indexed(made):
         assert name in index, name
     assert f"git {SHA[:12]} (clean)" in index
     assert "`hierbench sweep scaling`" in index  # the command that made the records, from env.argv
-    assert f"python -m hierbench.paper --out {out}" in index
+    assert f"hierbench figures --out {out}" in index
     for exp in paper.EXPERIMENTS:
         assert f"{paper.records_path(made[0], exp)}" in index
     # every table names its records and the command in its header
     for exp, (_, table) in paper.STEMS.items():
         head = (out / f"{table}.md").read_text().split("\n\n")[1]
-        assert str(paper.records_path(made[0], exp)) in head and "python -m hierbench.paper" in head
+        assert str(paper.records_path(made[0], exp)) in head and "hierbench figures" in head
 
 
 def expected_time(trace: list[tuple[float, float]], target: float) -> float | None:

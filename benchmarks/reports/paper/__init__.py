@@ -2,7 +2,7 @@
 
 ::
 
-    python -m hierbench.paper --out results/paper [--records-root results/sweeps] [--quick]
+    hierbench figures --out results/paper [--records-root results/sweeps] [--quick]
     make figures                 # the same, into results/paper/
 
 Nothing here runs a fit: it reads the records that ``hierbench sweep EXPERIMENT`` appended to

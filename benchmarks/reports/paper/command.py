@@ -1,7 +1,6 @@
 """Every figure and table of the paper's four experiments, from stored sweep records only.
 
-The command line ``python -m hierbench.paper`` (``make figures``), described in
-:mod:`hierbench.reports.paper`.
+The command line ``hierbench figures`` (``make figures``), described in :mod:`hierbench.reports.paper`.
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ from hierbench.reports.paper.scaling import headline_sentence
 from hierbench.reports.paper.sources import DEFAULT_RECORDS_ROOT
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line (see :mod:`hierbench.reports.paper`); exit 0, also when experiments have no records."""
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``hierbench figures``' options."""
     parser.add_argument(
         "--out", default=None, help=f"output folder (default {DEFAULT_OUT}; with --quick {DEFAULT_OUT_QUICK})"
     )
@@ -37,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         default=list(EXPERIMENTS),
         help="a subset (default: all)",
     )
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Make the figures and tables (see :mod:`hierbench.reports.paper`); exit 0, also when experiments
+    have no records."""
     result = make_paper(args.out, args.records_root, quick=args.quick, experiments=args.experiments)
     for exp in args.experiments:
         if exp in result.missing:
@@ -48,3 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         print(headline_sentence(result.headline))
     print(f"index: {result.index}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``hierbench figures`` as a function (tests, notebooks)."""
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -16,7 +16,7 @@ from hierbench.reports.paper.scaling import make_scaling
 from hierbench.reports.paper.sources import DEFAULT_RECORDS_ROOT, Source, load_source, missing_message
 from hierbench.reports.paper.theta_collapse import make_theta
 
-COMMAND = "python -m hierbench.paper"  # the command line (hierbench/paper.py runs command.main)
+COMMAND = "hierbench figures"  # the command line (cli.py runs command.run)
 DEFAULT_OUT = Path("results") / "paper"
 DEFAULT_OUT_QUICK = Path("results") / "paper-quick"
 
