@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hierbench._io import atomic_write_text
 from hierbench.datasets import DATASETS
 from hierbench.datasets.base import ParamError, flatten_groups
 from hierbench.methods import METHODS
@@ -112,8 +113,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
         print(f"  {verdict}  {check['check']:12s} {check['value']:.5g} ({check['rule']})")
     if args.summary:
         summary = Path(args.summary)
-        summary.parent.mkdir(parents=True, exist_ok=True)
-        ref.summary().to_csv(summary, index=False, float_format="%.6g")
+        atomic_write_text(summary, ref.summary().to_csv(index=False, float_format="%.6g"))
         print(f"summary ({len(ref.natural_names)} coordinates) -> {summary}")
     if not ref.accepted:
         failed = "; ".join(ref.failed_checks)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import hierbench._jax  # noqa: F401  (float64 on before jax arrays exist)
+from hierbench._io import atomic_write_text
 from hierbench.perf.floor import measure_machine
 from hierbench.perf.summary import PEAKS, RESULTS, summary_markdown
 
@@ -43,6 +44,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_sep("=", "per-step time: ours vs numpyro, and measured / floor")
     terminalreporter.write(table)
     path = Path(config.getoption("--perf-summary"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(table, encoding="utf-8")
+    atomic_write_text(path, table)
     terminalreporter.write_line(f"written to {path}")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hierbench._io import atomic_write, atomic_write_text
 from hierbench.reports.targets import time_to_target, trace_columns
 
 TARGET_NATS_PER_GROUP = 0.01
@@ -162,7 +163,7 @@ def figure(df: pd.DataFrame, path: Path) -> None:
                 ax.get_legend().remove()
     fig.suptitle("hier-linear (n=20, d=10): JAX jit vs PyTorch eager vs torch.compile, 2 CPU cores")
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
 
 
@@ -170,7 +171,7 @@ def write_outputs(records: list[dict[str, Any]], out: Path) -> dict[str, Path]:
     """summary.md, summary.csv and jax_vs_torch.png from the records."""
     df = summarize(records)
     paths = {"csv": out / "summary.csv", "md": out / "summary.md", "figure": out / "jax_vs_torch.png"}
-    df.to_csv(paths["csv"], index=False, float_format="%.6g")
-    paths["md"].write_text(markdown_table(df))
+    atomic_write_text(paths["csv"], df.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(paths["md"], markdown_table(df))
     figure(df, paths["figure"])
     return paths

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hierbench._io import atomic_write_text
 from hierbench.reports.paper.experiments import EXPERIMENTS, FIGURE_TEXT, STEMS, TITLES
 from hierbench.reports.paper.scaling import headline_sentence
 from hierbench.reports.paper.sources import Source, provenance, provenance_text
@@ -64,5 +65,5 @@ def write_index(result: PaperResult, sources: dict[str, Source], command: str, q
             lines.append(f"- {headline_sentence(result.headline)}")
         lines.append("")
     path = result.out / "README.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(path, "\n".join(lines))
     return path

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from hierbench._io import atomic_write_text
 from hierbench.reports.paper.sources import Source, provenance_text
 
 
@@ -108,6 +109,6 @@ def header(title: str, source: Source, command: str, quick: bool) -> str:
 def write_table(out: Path, stem: str, df: pd.DataFrame, markdown: str) -> list[Path]:
     """Write ``<stem>.md`` (``markdown``) and ``<stem>.csv`` (``df``) into ``out``; returns both paths."""
     paths = [out / f"{stem}.md", out / f"{stem}.csv"]
-    paths[0].write_text(markdown, encoding="utf-8")
-    df.to_csv(paths[1], index=False)
+    atomic_write_text(paths[0], markdown)
+    atomic_write_text(paths[1], df.to_csv(index=False))
     return paths

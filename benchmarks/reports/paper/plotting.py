@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from hierbench._io import atomic_write  # noqa: E402
 from hierbench.reports.paper.runs import is_ok, method_label, status_text  # noqa: E402
 from hierbench.reports.paper.sources import Source  # noqa: E402
 
@@ -45,9 +46,12 @@ def save_figure(fig: plt.Figure, out: Path, stem: str, source: Source, command: 
         va="top",
     )
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    atomic_write(paths[0], lambda fh: fig.savefig(fh, format="png", dpi=150, bbox_inches="tight"))
     # no creation date in the PDF, so that the same records give the same file
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})
+    atomic_write(
+        paths[1],
+        lambda fh: fig.savefig(fh, format="pdf", bbox_inches="tight", metadata={"CreationDate": None}),
+    )
     plt.close(fig)
     return paths
 
