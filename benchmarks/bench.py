@@ -88,7 +88,7 @@ def run_bench(
         shutil.move(records_path, out / "records.prev.jsonl")
     t0 = time.perf_counter()
     result = run_sweep(experiment, records_path, jobs=jobs, progress=progress, cells=cells)
-    write_report(read_records([records_path]), out)
+    write_report(read_records([records_path]), out, sources=[str(records_path)])
     print(
         f"bench finished in {time.perf_counter() - t0:.0f}s; records: {records_path}; "
         f"summary: {out / 'summary.md'}"

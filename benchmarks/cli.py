@@ -199,14 +199,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ParamError(f"no such records file: {', '.join(missing)}")
     records = read_records(args.records, warn=False)  # validated; bad lines are counted, said below
     if records.skipped:
-        print(f"skipped {len(records.skipped)} unreadable record line(s):", file=sys.stderr)
+        print(f"warning: skipped {len(records.skipped)} unreadable record line(s):", file=sys.stderr)
         for file, line, why in records.skipped:
             print(f"  {file}:{line}: {why}", file=sys.stderr)
     if not records:
         raise ParamError(
             f"the records files hold no readable record ({len(records.skipped)} line(s) skipped)"
         )
-    paths = write_report(records, args.out)
+    paths = write_report(records, args.out, sources=args.records)  # all outputs or none
     for name, path in paths.items():
         print(f"{name}: {path}")
     print(f"{len(records)} record(s) reported; {len(records.skipped)} unreadable line(s) skipped")

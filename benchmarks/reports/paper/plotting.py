@@ -21,6 +21,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from hierbench._io import atomic_write  # noqa: E402
+from hierbench.reports.figures import log_x  # noqa: E402, F401  (shared with hierbench report's figure)
 from hierbench.reports.paper.runs import is_ok, method_label, status_text  # noqa: E402
 from hierbench.reports.paper.sources import Source  # noqa: E402
 
@@ -70,20 +71,6 @@ def panel_title(ax: plt.Axes, title: str, recs: list[dict[str, Any]]) -> None:
     """A panel title that names, on lines below it, the runs without a curve (infeasible, diverged, error)."""
     lines = [f"not plotted: {method_label(r)}: {status_text(r)}" for r in recs if not is_ok(r)]
     ax.set_title("\n".join([title, *lines]), fontsize=9 if lines else None)
-
-
-def log_x(ax: plt.Axes) -> None:
-    """Log x with plain tick labels (10, 20, 50); minor ones (2, 5 per decade) only on an axis under two
-    decades, where major ticks alone may be one or none, and where more of them would overlap."""
-    ax.set_xscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-    ax.xaxis.set_major_formatter(plain)
-    lo, hi = ax.get_xlim()
-    if lo > 0 and hi / lo < 100:
-        ax.xaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
-        ax.xaxis.set_minor_formatter(plain)
-    else:
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def empty_panel(ax: plt.Axes, text: str) -> None:
