@@ -96,17 +96,24 @@ def test_seeds_and_an_lr_variant_are_two_labelled_configurations():
     assert "dtype=float64" in notes and "backend=jax" in notes  # what all lines share, said once
 
 
-def test_labels_name_every_setting_that_differs_and_nothing_common():
+def test_labels_name_what_differs_within_a_method_and_nothing_common():
+    """A setting is in a method's labels where that method's configurations differ in it; what each
+    method has with one value (its own defaults) is said once, in the caption, by method."""
     records = [run(), run("lowrank", rank=5), run("amortized", head="potential", batch_groups=None)]
     records.append(run("amortized", head="moments", batch_groups=2, dtype="float32"))
+    records.append(run("dense", lr=0.003))
     labels = labels_for(records)
     assert [labels(r) for r in records] == [
-        "meanfield (dtype=float64)",
-        "lowrank (dtype=float64)",
+        "meanfield",
+        "lowrank",
         "amortized (head=potential, batch_groups=all, dtype=float64)",
         "amortized (head=moments, batch_groups=2, dtype=float32)",
+        "dense",
     ]
-    assert labels.common_text() == "backend=jax, lr=0.01; lowrank: rank=5"
+    assert labels.common_text() == (
+        "backend=jax; meanfield, lowrank, amortized: lr=0.01; meanfield, lowrank, dense: dtype=float64; "
+        "lowrank: rank=5; dense: lr=0.003"
+    )
 
 
 def test_configurations_that_would_share_a_label_name_what_tells_them_apart():

@@ -3,10 +3,11 @@
 The rule of ``hierbench report`` (:class:`Labels`): a *configuration* is everything that sets a run up but
 its run seed — the method, its parameters, the backend and a seconds budget (:func:`run_settings`) — on
 one data configuration (the dataset and its parameters, :func:`data_id`).  Among the configurations
-shown together, a configuration's label is its method and every setting that differs between them
-(``amortized (head=potential, lr=0.01)``); a setting that all of them share is not in any label but in
-:meth:`Labels.common_text`, for the title or caption.  Runs that differ only in their run seed share a
-label.  The same rule, over the data parameters, names a panel by what differs between the data
+shown together, a configuration's label is its method and every setting that differs between the
+configurations *of that method* (``amortized (head=potential, batch_groups=32)``); a setting each method
+has with one value (a method's own default learning rate, say) is not in any label but in
+:meth:`Labels.common_text`, for the title or caption, by method.  Runs that differ only in their run seed
+share a label.  The same rule, over the data parameters, names a panel by what differs between the data
 configurations of a figure.
 
 :func:`variant` and :func:`label` are the older short labels (the paper's figures use them).
@@ -70,69 +71,74 @@ def _order(keys: Iterable[str]) -> list[str]:
 class Labels:
     """Labels of a set of runs by what differs between their configurations (the module's rule).
 
-    ``differing`` are the settings in the labels; ``common`` the settings every configuration has with
-    one value; ``partial`` those only some have, with one value (setting -> (value, methods));
-    ``extra`` the settings added to the labels of configurations that would otherwise share one.
+    ``differing`` maps a method to the settings in its labels; ``common`` holds the settings every
+    configuration has with one value; ``by_method`` the others that are constant within each method
+    that has them (setting -> value -> methods); ``extra`` the settings added to the labels of
+    configurations that would otherwise share one.
     """
 
-    differing: list[str]
+    differing: dict[str, list[str]]
     common: dict[str, Any] = field(default_factory=dict)
-    partial: dict[str, tuple[Any, list[str]]] = field(default_factory=dict)
+    by_method: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     extra: dict[str, list[str]] = field(default_factory=dict)  # config_id -> keys against a label clash
 
     def params(self, rec: Mapping[str, Any]) -> str:
         """The differing settings of ``rec`` as ``k=v, k=v`` (empty when nothing differs)."""
-        return self._text(run_settings(rec), self.extra.get(config_id(rec), ()))
+        return self._text(rec["method"], run_settings(rec), self.extra.get(config_id(rec), ()))
 
     def __call__(self, rec: Mapping[str, Any]) -> str:
         """``method (k=v, …)``, or the method alone where no setting differs."""
         params = self.params(rec)
         return f"{rec['method']} ({params})" if params else rec["method"]
 
-    def _text(self, settings: Mapping[str, Any], extra: Sequence[str] = ()) -> str:
+    def _text(self, method: str, settings: Mapping[str, Any], extra: Sequence[str] = ()) -> str:
         # its differing settings, and those that tell it from a configuration it would share a label with
-        keys = [k for k in _order([*self.differing, *extra]) if k in settings or k in extra]
+        keys = [k for k in _order([*self.differing.get(method, ()), *extra]) if k in settings or k in extra]
         return ", ".join(f"{k}={show(settings[k], k) if k in settings else UNSET}" for k in keys)
 
     def common_text(self) -> str:
-        """The shared settings, for a title or caption: ``backend=jax, lr=0.01; lowrank: rank=5``."""
+        """The shared settings, for a title or caption: ``backend=jax, lr=0.01; dense: lr=0.003``."""
         parts = [", ".join(f"{k}={show(self.common[k], k)}" for k in _order(self.common))]
         by_holders: dict[tuple[str, ...], list[str]] = {}  # settings some methods share, by those methods
-        for k in _order(self.partial):
-            value, have = self.partial[k]
-            by_holders.setdefault(tuple(have), []).append(f"{k}={show(value, k)}")
+        for k in _order(self.by_method):
+            for value, have in self.by_method[k].items():
+                by_holders.setdefault(tuple(have), []).append(f"{k}={show(json.loads(value), k)}")
         for have, kvs in sorted(by_holders.items(), key=lambda item: -len(item[0])):
             parts.append(f"{', '.join(have)}: {', '.join(kvs)}")
         return "; ".join(p for p in parts if p)
 
 
 def labels_for(records: Iterable[Mapping[str, Any]]) -> Labels:
-    """The :class:`Labels` of ``records``: a setting is in the labels when two configurations that
-    have it give it different values (a configuration without it, often a run that failed before its
-    defaults were filled in, does not count).  Configurations that would still share a label also name
-    the settings that tell them apart, ``unset`` where one lacks it."""
+    """The :class:`Labels` of ``records``: a setting is in a method's labels when two of that method's
+    configurations that have it give it different values (a configuration without it, often a run that
+    failed before its defaults were filled in, does not count).  Configurations that would still share
+    a label also name the settings that tell them apart, ``unset`` where one lacks it."""
     configs: dict[str, tuple[str, dict[str, Any]]] = {}
     for rec in records:
         configs.setdefault(config_id(rec), (rec["method"], run_settings(rec)))
-    values: dict[str, set[str]] = {}
-    holders: dict[str, list[str]] = {}
+    per_method: dict[str, dict[str, set[str]]] = {}  # method -> setting -> values
     for method, settings in configs.values():
         for k, v in settings.items():
-            values.setdefault(k, set()).add(_json(v))
-            holders.setdefault(k, []).append(method)
-    differing = [k for k in _order(values) if len(values[k]) > 1]
-    common, partial = {}, {}
-    for k in _order(values):
-        if k not in differing:
-            value = json.loads(next(iter(values[k])))
-            if len(holders[k]) == len(configs):
-                common[k] = value
-            else:
-                partial[k] = (value, list(dict.fromkeys(holders[k])))
-    labels = Labels(differing, common, partial)
+            per_method.setdefault(method, {}).setdefault(k, set()).add(_json(v))
+    differing = {m: [k for k in _order(vals) if len(vals[k]) > 1] for m, vals in per_method.items()}
+    constant: dict[str, dict[str, list[str]]] = {}  # setting -> value -> methods that have it so
+    for method, vals in per_method.items():
+        for k in _order(vals):
+            if k not in differing[method]:
+                constant.setdefault(k, {}).setdefault(next(iter(vals[k])), []).append(method)
+    common, by_method = {}, {}
+    for k, by_value in constant.items():
+        everyone = len(by_value) == 1 and all(
+            k in vals and k not in differing[m] for m, vals in per_method.items()
+        )
+        if everyone:
+            common[k] = json.loads(next(iter(by_value)))
+        else:
+            by_method[k] = by_value
+    labels = Labels(differing, common, by_method)
     clash: dict[tuple[str, str], list[str]] = {}
     for cid, (method, settings) in configs.items():
-        clash.setdefault((method, labels._text(settings)), []).append(cid)
+        clash.setdefault((method, labels._text(method, settings)), []).append(cid)
     for cids in (c for c in clash.values() if len(c) > 1):
         sets = [configs[c][1] for c in cids]
         keys = [
