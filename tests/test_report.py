@@ -290,3 +290,14 @@ def test_replace_files_puts_everything_back_when_a_removal_fails(tmp_path, monke
     assert snapshot(tmp_path) == {"a": b"old a", "gone": b"old gone"}
     replace_files({tmp_path / "a": "new a", tmp_path / "b": b"new b"}, remove=[tmp_path / "gone"])
     assert snapshot(tmp_path) == {"a": b"new a", "b": b"new b"}
+
+
+def test_a_run_refused_before_its_defaults_shares_its_configurations_label():
+    """dense recorded infeasible at a larger N carries only the settings asked for (max_dim): it is the
+    same configuration as the dense run that ran, not one labelled by eight 'unset' settings."""
+    ran = run("dense", lr=0.003, max_dim=200)
+    refused = finish(
+        new_record("dense", "hier-linear", {"N": 100}, {"max_dim": 200}), "infeasible", "too big"
+    )
+    labels = labels_for([run(), ran, refused])
+    assert labels(ran) == labels(refused) == "dense"

@@ -108,14 +108,25 @@ class Labels:
         return "; ".join(p for p in parts if p)
 
 
+def _unresolved(settings: Mapping[str, Any], others: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether ``settings`` (of a run that did not end ok) are another configuration's before its defaults
+    were filled in: fewer settings, each with the other's value."""
+    return any(
+        set(settings) < set(o) and all(_json(o[k]) == _json(v) for k, v in settings.items()) for o in others
+    )
+
+
 def labels_for(records: Iterable[Mapping[str, Any]]) -> Labels:
     """The :class:`Labels` of ``records``: a setting is in a method's labels when two of that method's
     configurations that have it give it different values (a configuration without it, often a run that
     failed before its defaults were filled in, does not count).  Configurations that would still share
     a label also name the settings that tell them apart, ``unset`` where one lacks it."""
     configs: dict[str, tuple[str, dict[str, Any]]] = {}
+    ran: set[str] = set()  # configurations with a run that got as far as building its method
     for rec in records:
         configs.setdefault(config_id(rec), (rec["method"], run_settings(rec)))
+        if rec.get("status") == "ok":
+            ran.add(config_id(rec))
     per_method: dict[str, dict[str, set[str]]] = {}  # method -> setting -> values
     for method, settings in configs.values():
         for k, v in settings.items():
@@ -138,6 +149,10 @@ def labels_for(records: Iterable[Mapping[str, Any]]) -> Labels:
     labels = Labels(differing, common, by_method)
     clash: dict[tuple[str, str], list[str]] = {}
     for cid, (method, settings) in configs.items():
+        if cid not in ran and _unresolved(
+            settings, [s for c, (m, s) in configs.items() if m == method and c in ran]
+        ):
+            continue  # failed before its defaults were filled in: every setting "unset" would say nothing
         clash.setdefault((method, labels._text(method, settings)), []).append(cid)
     for cids in (c for c in clash.values() if len(c) > 1):
         sets = [configs[c][1] for c in cids]
