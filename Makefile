@@ -73,8 +73,8 @@ perf: setup  ## performance suite: one step per family, ours vs numpyro, vs the 
 	  --perf-summary=results/perf/summary.md
 
 SCALE_ARGS ?=
-scale: setup  ## amortized VI on MovieLens-25M-shaped data (162,541 users, 25M ratings), never padded -> results/scale/
-	$(PY) -m hierbench.scale --out results/scale $(SCALE_ARGS)
+scale: setup  ## experiments/scale.toml: minibatch VI on MovieLens-25M-shaped data (162,541 users), never padded, + summary -> results/scale/
+	$(VENV)/bin/hierbench scale --out results/scale $(SCALE_ARGS)
 
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check benchmarks datasets methods tests

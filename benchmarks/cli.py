@@ -273,6 +273,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             references=None if args.references in ("", "none") else args.references,
             compilation_cache=args.compilation_cache,
             progress=args.progress,
+            isolate=args.isolate,
+            stall_s=args.stall_s,
         )
     except KeyboardInterrupt:
         print("hierbench sweep: interrupted; finished cells are recorded, rerun to resume", file=sys.stderr)
@@ -284,9 +286,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    from hierbench.scale import run_from_args
+    from hierbench.scale import run_scale
 
-    return run_from_args(args)
+    try:
+        return run_scale(
+            args.out,
+            quick=args.quick,
+            jobs=args.jobs,
+            retry_failed=args.retry_failed,
+            report_only=args.report_only,
+            progress=args.progress,
+        )
+    except KeyboardInterrupt:
+        print("hierbench scale: interrupted; finished cells are recorded, rerun to resume", file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -444,13 +457,30 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="JAX's persistent compilation cache: same-shaped cells compile once (compile_s: load time)",
     )
+    swp.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a fresh worker process per cell (default: the experiment's [experiment] isolate)",
+    )
+    swp.add_argument(
+        "--stall-s",
+        type=float,
+        help="kill a worker silent this many seconds; its cell is an error (default: the experiment's)",
+    )
     swp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     swp.set_defaults(func=cmd_sweep)
 
-    from hierbench.scale import add_arguments as scale_arguments
-
-    scl = sub.add_parser("scale", help="amortized VI on MovieLens-25M-shaped data, never padded (make scale)")
-    scale_arguments(scl)
+    scl = sub.add_parser(
+        "scale",
+        help="`hierbench sweep scale` (MovieLens-25M-shaped data, never padded) + its summary (make scale)",
+    )
+    scl.add_argument("--quick", action="store_true", help="the smoke check: 2,000 users, 40 steps (~35 s)")
+    scl.add_argument("--out", help="folder (default results/scale; --quick: results/sweeps/scale-quick)")
+    scl.add_argument("--jobs", type=int, default=1, help="local worker processes (one fresh per cell)")
+    scl.add_argument("--retry-failed", action="store_true", help="rerun cells whose only records are errors")
+    scl.add_argument("--report-only", action="store_true", help="rebuild summary.md and scale.png only")
+    scl.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     scl.set_defaults(func=cmd_scale)
     return parser
 

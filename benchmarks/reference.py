@@ -122,10 +122,14 @@ class Reference(NamedTuple):
 
 # --------------------------------------------------------------------------- keys and provenance
 def data_fingerprint(model: HierModel) -> str:
-    """sha256 over the model's data arrays (names, dtypes, shapes, bytes)."""
+    """sha256 over the model's data arrays (names, dtypes, shapes, bytes); for a model whose ratings
+    are kept in a store (``data`` empty), over the store's arrays too."""
     h = hashlib.sha256()
-    for name in sorted(model.data):
-        a = np.ascontiguousarray(model.data[name])
+    arrays = dict(model.data)
+    if model.store is not None:
+        arrays |= {f"store.{name}": getattr(model.store, name) for name in model.store.ARRAYS}
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()

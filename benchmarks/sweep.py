@@ -12,6 +12,8 @@ Schema
     [experiment]                    # optional
     name = "scaling"                # default: the file name without .toml
     description = "..."             # free text, shown by --dry-run
+    isolate = false                 # optional: one fresh worker process per cell (its own peak RSS)
+    stall_s = 900                   # optional: kill a worker silent this long; its cell is an error
 
     [defaults]                      # optional: run keys shared by every [[runs]] table
     dataset = "hier-linear"
@@ -28,6 +30,7 @@ Schema
 
     [runs.quick]                    # optional: this run's overrides under --quick
     method_params = { batch_groups = 8 }
+    # skip = true                   # or: leave this run out under --quick
 
     [quick]                         # optional: overrides of every run under --quick
     data_params = { N = [10, 100], n = 20 }
@@ -35,21 +38,25 @@ Schema
     steps = 500
 
 Run keys are ``method``, ``dataset``, ``data_params``, ``method_params``, ``seeds``, ``steps``,
-``budget_s``, ``checkpoints``, ``eval_draws``, ``backend``, ``backend_options``, ``cases``, ``label`` and
-(in a run) ``quick``. ``backend`` (``"jax"`` or ``"torch"``) and ``backend_options`` (a table like
-``method_params``: ``compile``, ``threads``, ``device``) are :func:`~hierbench.harness.run_one`'s; a cell
-has them only where the experiment sets them, so the cells of experiments without them are unchanged.
-``budget_s`` (optional) is a budget of optimization seconds on top of ``steps``: the run gets
+``budget_s``, ``checkpoints``, ``eval_draws``, ``chunk_steps``, ``scoring``, ``backend``,
+``backend_options``, ``cases``, ``label`` and (in a run) ``quick``. ``backend`` (``"jax"`` or ``"torch"``),
+``backend_options`` (a table like ``method_params``: ``compile``, ``threads``, ``device``), ``chunk_steps``
+(steps per compiled chunk, apart from ``checkpoints``) and ``scoring`` (a table of scorer options:
+``eval_segments`` on a model whose ratings are kept in a store) are :func:`~hierbench.harness.run_one`'s;
+a cell has them only where the experiment sets them, so the cells of experiments without them are
+unchanged. ``budget_s`` (optional) is a budget of optimization seconds on top of ``steps``: the run gets
 ``min(steps, budget_s × its measured steps/s)`` steps, its schedule spanning the budget (see
-:func:`~hierbench.harness.run_one`). ``seeds``, ``steps``, ``checkpoints`` and ``eval_draws`` default to
-:func:`~hierbench.harness.run_one`'s (seed 0, 10,000 steps, 20 checkpoints, 1000 draws). Any value may be
-a list, and so may any value inside ``data_params``, ``method_params`` and ``backend_options``: a list is
-a sweep axis, and a run's cells are the product of its axes (no registered parameter takes a list).
-Layers merge in the order ``[defaults]`` < ``[[runs]]`` < ``[quick]`` < ``[runs.quick]`` (the last two
-only with ``--quick``): ``data_params``, ``method_params``, ``backend_options`` and ``cases`` merge key
-by key, every other key is replaced (so runs on another dataset than ``[defaults]``'s should not inherit
-its ``data_params``: put those in the runs). The optimization budget is set by the run keys ``steps`` and
-``budget_s``, never by a method parameter.
+:func:`~hierbench.harness.run_one`); with ``budget_s`` and no ``steps`` in any layer, as many steps as fit
+the budget (the cell's ``steps`` is null). ``seeds``, ``steps``, ``checkpoints`` and ``eval_draws`` default
+to :func:`~hierbench.harness.run_one`'s (seed 0, 10,000 steps, 20 checkpoints, 1000 draws). Any value may
+be a list, and so may any value inside ``data_params``, ``method_params``, ``backend_options`` and
+``scoring``: a list is a sweep axis, and a run's cells are the product of its axes (no registered
+parameter takes a list). Layers merge in the order ``[defaults]`` < ``[[runs]]`` < ``[quick]`` <
+``[runs.quick]`` (the last two only with ``--quick``): ``data_params``, ``method_params``,
+``backend_options``, ``scoring`` and ``cases`` merge key by key, every other key is replaced (so runs on
+another dataset than ``[defaults]``'s should not inherit its ``data_params``: put those in the runs).
+``skip = true`` in a ``[runs.quick]`` table leaves that run out under ``--quick``. The optimization
+budget is set by the run keys ``steps`` and ``budget_s``, never by a method parameter.
 
 Axes that vary together are **cases**: ``cases`` is a table of named axes, each a list of tables of run
 keys (no ``label``, ``quick`` or ``cases``); a run gets one cell set per combination of one case from
@@ -82,6 +89,22 @@ reruns the cells whose only records are errors.  A cell whose run raises, or who
 dies (a segfault, the out-of-memory killer), is recorded with ``status="error"`` and its error
 message, and the sweep goes on.  Only the driver process writes records, one locked, fsynced line per
 cell, and a lock file (``<records>.lock``) keeps a second sweep from writing the same file.
+
+Isolation and the watchdog
+--------------------------
+Two experiment-level options (``[experiment]``, or :func:`run_sweep`'s arguments; not cell keys, so
+they change no cell id) apply to local worker processes (``jobs`` ≥ 1):
+
+- ``isolate = true``: every cell runs in a fresh spawned process (``max_tasks_per_child=1``), so its
+  record's peak RSS (:func:`hierbench.harness.memory.memory_info`) is that cell's own.
+- ``stall_s = S``: a no-progress watchdog.  Each worker stamps the time into memory the driver reads
+  whenever the run makes progress (:func:`hierbench.harness.loop.beat`: after every compile, chunk and
+  score, and every chunk of users the chunked scorer scores).  A worker silent for ``S`` seconds is
+  killed and its cell recorded as an ``error`` ("no progress for S s": XLA:CPU has deadlocked on 2
+  cores, every thread parked, see the README's "Pinned versions"); the sweep goes on.  A worker's
+  start-up, before its cell starts, may take up to ``max(S, STARTUP_S)`` (120 s).  Such a cell is
+  not rerun as a crash suspect (it did not crash, it was killed); cells the kill broke the pool under
+  run again.
 """
 
 from __future__ import annotations
@@ -116,8 +139,8 @@ from hierbench.records import validate as validate_record
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 
 TOP_KEYS = ("experiment", "defaults", "runs", "quick")
-EXPERIMENT_KEYS = ("name", "description")
-PARAM_KEYS = ("data_params", "method_params", "backend_options")  # tables merged key by key
+EXPERIMENT_KEYS = ("name", "description", "isolate", "stall_s")
+PARAM_KEYS = ("data_params", "method_params", "backend_options", "scoring")  # tables merged key by key
 RUN_KEYS = (
     "label",
     "method",
@@ -129,6 +152,8 @@ RUN_KEYS = (
     "checkpoints",
     "eval_draws",
     "budget_s",
+    "chunk_steps",
+    "scoring",
     "backend",
     "backend_options",
     "cases",
@@ -152,6 +177,8 @@ class Experiment:
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
     quick: dict[str, Any] = dataclasses.field(default_factory=dict)
     path: Path | None = None
+    isolate: bool = False  # one fresh worker process per cell (module docstring)
+    stall_s: float | None = None  # the no-progress watchdog's limit (module docstring)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,6 +263,13 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     name = head.get("name", path.stem)
     if not isinstance(name, str) or not name or "/" in name:
         raise ParamError(f"{path}: [experiment] name must be a non-empty string without '/', got {name!r}")
+    isolate = head.get("isolate", False)
+    if not isinstance(isolate, bool):
+        raise ParamError(f"{path}: [experiment] isolate must be true or false, got {isolate!r}")
+    try:
+        stall_s = check_stall_s(head.get("stall_s"))
+    except ParamError as err:
+        raise ParamError(f"{path}: [experiment] {err}") from None
     return Experiment(
         name=name,
         description=str(head.get("description", "")).strip(),
@@ -243,7 +277,18 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         defaults=defaults,
         quick=quick,
         path=path,
+        isolate=isolate,
+        stall_s=stall_s,
     )
+
+
+def check_stall_s(value: Any) -> float | None:
+    """A watchdog limit: None, or a positive number of seconds (:class:`ParamError` otherwise)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ParamError(f"stall_s must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 def _table(path: Path, where: str, value: Any) -> dict[str, Any]:
@@ -258,9 +303,15 @@ def _check_keys(path: Path, where: str, table: dict[str, Any], valid: tuple[str,
         raise ParamError(f"{path}: unknown key(s) {', '.join(unknown)} in {where}; valid: {', '.join(valid)}")
 
 
-def _run_table(path: Path, where: str, value: Any, allow_quick: bool) -> dict[str, Any]:
+def _run_table(
+    path: Path, where: str, value: Any, allow_quick: bool, allow_skip: bool = False
+) -> dict[str, Any]:
     table = _table(path, where, value)
-    _check_keys(path, where, table, RUN_KEYS + (("quick",) if allow_quick else ()))
+    _check_keys(
+        path, where, table, RUN_KEYS + (("quick",) if allow_quick else ()) + (("skip",) if allow_skip else ())
+    )
+    if not isinstance(table.get("skip", False), bool):
+        raise ParamError(f"{path}: {where} skip must be true or false, got {table['skip']!r}")
     for key in PARAM_KEYS:
         _table(path, f"{where} {key}", table.get(key, {}))
     for axis, cases in _table(path, f"{where} cases", table.get("cases", {})).items():
@@ -274,7 +325,8 @@ def _run_table(path: Path, where: str, value: Any, allow_quick: bool) -> dict[st
             for key in PARAM_KEYS:
                 _table(path, f"{case_where} {key}", case.get(key, {}))
     if allow_quick and "quick" in table:
-        table = dict(table) | {"quick": _run_table(path, f"{where} quick", table["quick"], allow_quick=False)}
+        quick = _run_table(path, f"{where} quick", table["quick"], allow_quick=False, allow_skip=True)
+        table = dict(table) | {"quick": quick}
     if "label" in table and not isinstance(table["label"], str):
         raise ParamError(f"{path}: {where} label must be a string, got {table['label']!r}")
     return table
@@ -298,7 +350,7 @@ def _merge(*layers: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for layer in layers:
         for key, value in layer.items():
-            if key == "quick":
+            if key in ("quick", "skip"):
                 continue
             out[key] = out.get(key, {}) | value if key in (*PARAM_KEYS, "cases") else value
     return out
@@ -326,12 +378,17 @@ def expand(experiment: Experiment, quick: bool = False) -> list[Cell]:
     cells, seen = [], set()
     where = experiment.path or experiment.name
     for index, run in enumerate(experiment.runs):
+        if quick and run.get("quick", {}).get("skip"):
+            continue
         head, tail = [RUN_DEFAULTS, experiment.defaults, run], []
         if quick:
             tail = [experiment.quick, run.get("quick", {})]
         case_axes = _merge(*head, *tail).get("cases", {})
         for combo in itertools.product(*case_axes.values()):
-            spec = _merge(*head, *combo, *tail)
+            layers = [*head, *combo, *tail]
+            spec = _merge(*layers)
+            if spec.get("budget_s") is not None and not any("steps" in layer for layer in layers[1:]):
+                spec["steps"] = None  # a budget and no steps: as many steps as fit it
             _expand_spec(spec, index, where, cells, seen)
     return cells
 
@@ -349,10 +406,13 @@ def _expand_spec(spec: dict[str, Any], index: int, where: Any, cells: list[Cell]
     axes += [(("backend_options", k), _axis(v)) for k, v in spec.get("backend_options", {}).items()]
     budgets = ("steps", "budget_s") if spec.get("budget_s") is not None else ("steps",)
     axes += [((k,), _axis(spec[k])) for k in (*budgets, "checkpoints", "eval_draws", "seeds")]
+    axes += [(("chunk_steps",), _axis(spec["chunk_steps"]))] if "chunk_steps" in spec else []
+    axes += [(("scoring", k), _axis(v)) for k, v in spec.get("scoring", {}).items()]
     for point in itertools.product(*(values for _, values in axes)):
         kwargs: dict[str, Any] = {"data_params": {}, "method_params": {}}
-        if "backend_options" in spec:
-            kwargs["backend_options"] = {}
+        for key in ("backend_options", "scoring"):  # only where the experiment sets them
+            if key in spec:
+                kwargs[key] = {}
         for (key, *sub), value in zip((k for k, _ in axes), point, strict=True):
             if sub:
                 kwargs[key][sub[0]] = value
@@ -378,6 +438,7 @@ def validate(cells: list[Cell], where: str = "experiment") -> None:
     """Check every cell before anything runs: names, parameter names and types, budgets, and the
     values the factories check (a method is built on a tiny model; a dataset's ``validate_params``,
     where it has one, is called) without building the cells' models.  Raises :class:`ParamError`."""
+    from hierbench.harness.one import check_scoring
     from hierbench.registry import HARNESS_OWNED, is_sampler, lookup, parameters, parse_params
 
     checked: set[str] = set()
@@ -385,14 +446,17 @@ def validate(cells: list[Cell], where: str = "experiment") -> None:
         kw = cell.kwargs
         context = f"{where}: [[runs]] #{cell.run_index + 1} ({cell.label})"
         try:
-            for key in ("steps", "checkpoints", "eval_draws"):
+            budget = kw.get("budget_s")
+            for key in ("steps", "checkpoints", "eval_draws", "chunk_steps"):
+                if key == "chunk_steps" and key not in kw or key == "steps" and kw[key] is None and budget:
+                    continue  # optional; steps None with a budget: as many as fit it
                 if not isinstance(kw[key], int) or isinstance(kw[key], bool) or kw[key] < 1:
                     raise ParamError(f"{key} must be an integer >= 1, got {kw[key]!r}")
-            budget = kw.get("budget_s")
             if budget is not None and (
                 not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget <= 0
             ):
                 raise ParamError(f"budget_s must be a positive number of seconds, got {budget!r}")
+            check_scoring(kw.get("scoring"))
             if not isinstance(kw["seed"], int) or isinstance(kw["seed"], bool) or kw["seed"] < 0:
                 raise ParamError(f"seeds must be integers >= 0, got {kw['seed']!r}")
             for kind in ("dataset", "method"):
@@ -418,7 +482,7 @@ def validate(cells: list[Cell], where: str = "experiment") -> None:
                         f"method_params may not set {', '.join(owned)}; use the run's key instead"
                     )
                 if not is_sampler(factory):
-                    _check_method_values(factory, params, kw["steps"])
+                    _check_method_values(factory, params, kw["steps"] or RUN_DEFAULTS["steps"])
                 checked.add(method_key)
         except ParamError as err:
             raise ParamError(f"{context}: {err}") from None
@@ -533,20 +597,31 @@ def _worker_env(threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _init_worker(driver_pid: int, slots: Any, jobs: int) -> None:
+# Set in each spawned worker by _init_worker: the driver's shared heartbeat and pid slots, and the slot
+# of the cell this worker runs now (None between cells).
+_BEATS: Any = None
+_PIDS: Any = None
+_SLOT: int | None = None
+STARTUP_S = 120.0  # a worker's start-up (spawn, imports) may stay silent this long, whatever stall_s
+STALLED = (
+    "no progress for {stall_s:g} s: the worker was killed (an XLA:CPU deadlock? every thread parked, see "
+    "the README's 'Pinned versions'); --retry-failed reruns the cell, or pin it to one core with taskset"
+)
+
+
+def _init_worker(driver_pid: int, slots: Any, jobs: int, isolate: bool, beats: Any, pids: Any) -> None:
     """Set up a spawned worker before it imports JAX's backend: ignore Ctrl-C (the driver stops the
     workers), pin it to its share of the CPUs (XLA sizes its thread pool from the CPUs it may use,
-    and no XLA flag or environment variable reliably limits it), and exit if the driver dies."""
+    and no XLA flag or environment variable reliably limits it; an isolated worker, which runs one
+    cell, is pinned by that cell's slot instead: :func:`_watched`), exit if the driver dies, and
+    point the loop's heartbeat (:func:`hierbench.harness.loop.set_heartbeat`) at the driver's memory."""
+    global _BEATS, _PIDS
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cpus = _cpus()
-    if jobs > 1 and len(cpus) > 1:
+    if not isolate:
         with slots.get_lock():
             slot = slots.value
             slots.value += 1
-        share = max(1, len(cpus) // jobs)
-        start = (slot % jobs) * share % len(cpus)
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, cpus[start : start + share])
+        _pin(slot, jobs)
 
     def exit_with_driver() -> None:  # a killed driver must not leave workers computing for nobody
         while os.getppid() == driver_pid:
@@ -554,6 +629,42 @@ def _init_worker(driver_pid: int, slots: Any, jobs: int) -> None:
         os._exit(1)
 
     threading.Thread(target=exit_with_driver, daemon=True, name="hierbench-watch-driver").start()
+    _BEATS, _PIDS = beats, pids
+    # imports jax but starts no backend: XLA sizes its threads later, from the CPUs pinned by then
+    from hierbench.harness.loop import set_heartbeat
+
+    set_heartbeat(_stamp)
+
+
+def _pin(slot: int, jobs: int) -> None:
+    """Pin this process to the ``slot``-th of ``jobs`` equal shares of the CPUs (with ``jobs`` > 1)."""
+    cpus = _cpus()
+    if jobs > 1 and len(cpus) > 1:
+        share = max(1, len(cpus) // jobs)
+        start = (slot % jobs) * share % len(cpus)
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, cpus[start : start + share])
+
+
+def _stamp() -> None:
+    """The worker's heartbeat hook: the time of this progress, in the running cell's slot."""
+    if _SLOT is not None:
+        _BEATS[_SLOT] = time.time()
+
+
+def _watched(runner: Runner, kwargs: dict[str, Any], options: dict[str, Any], slot: int, pin: int) -> Any:
+    """Run one cell in a worker, its progress stamped in ``slot`` (pinned by the slot if ``pin`` > 0:
+    the number of jobs of an isolated pool)."""
+    global _SLOT
+    _SLOT = slot
+    _stamp()  # before the pid: the driver times a slot with a pid from its latest stamp
+    _PIDS[slot] = os.getpid()
+    if pin:
+        _pin(slot, pin)
+    try:
+        return runner(kwargs, options)
+    finally:
+        _SLOT = None
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:
@@ -563,49 +674,95 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _kill_worker(pool: ProcessPoolExecutor, pid: int) -> None:
+    """Kill the worker ``pid`` (0: not known yet, so every worker of the pool)."""
+    if pid > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            proc.kill()
+
+
 def _pool_pass(
     queue: deque[Cell],
     jobs: int,
     runner: Runner,
     options: dict[str, Any],
     finish: Callable[[Cell, dict], None],
+    isolate: bool = False,
+    stall_s: float | None = None,
 ) -> tuple[list[Cell], int]:
     """Run cells from ``queue`` on a fresh pool of ``jobs`` spawned workers until the queue is empty
-    or the pool breaks.  Returns (the cells in flight when it broke, cells finished)."""
+    or the pool breaks.  Returns (the cells in flight when it broke, cells finished).
+
+    ``isolate``: a fresh worker per cell.  ``stall_s``: a cell whose worker stamps no progress for this
+    long is killed and recorded (module docstring); the pool then breaks, and the other cells in flight
+    go back to the queue, not to the suspects (the cause is known)."""
     suspects: list[Cell] = []
     finished = 0
+    killed = False
+    poll_s = None if stall_s is None else min(1.0, stall_s / 4)
     with _worker_env(_threads_per_worker(jobs)):
         ctx = multiprocessing.get_context("spawn")
+        beats, pids = ctx.Array("d", jobs, lock=False), ctx.Array("q", jobs, lock=False)
         pool = ProcessPoolExecutor(
-            jobs, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(), ctx.Value("i", 0), jobs)
+            jobs,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(os.getpid(), ctx.Value("i", 0), jobs, isolate, beats, pids),
+            max_tasks_per_child=1 if isolate else None,
         )
-        inflight: dict[Future, Cell] = {}
+        inflight: dict[Future, tuple[Cell, int]] = {}
+        free = list(range(jobs - 1, -1, -1))  # heartbeat slots; one per cell in flight
         try:
             while queue or inflight:
-                while queue and len(inflight) < jobs and not suspects:
-                    cell = queue.popleft()
+                while queue and len(inflight) < jobs and not suspects and not killed:
+                    cell, slot = queue.popleft(), free.pop()
+                    beats[slot], pids[slot] = time.time(), 0  # start-up: limit max(stall_s, STARTUP_S)
                     try:
-                        inflight[pool.submit(runner, cell.kwargs, options)] = cell
+                        fut = pool.submit(
+                            _watched, runner, cell.kwargs, options, slot, jobs if isolate else 0
+                        )
                     except BrokenProcessPool:
                         queue.appendleft(cell)
+                        free.append(slot)
                         break
+                    inflight[fut] = (cell, slot)
                 if not inflight:
                     break
-                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                done, _ = wait(inflight, timeout=poll_s, return_when=FIRST_COMPLETED)
                 if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                     done, _ = wait(inflight)  # a broken pool fails every future it holds
                 for fut in done:
-                    cell = inflight.pop(fut)
+                    cell, slot = inflight.pop(fut)
+                    free.append(slot)
                     err = fut.exception()
                     if isinstance(err, BrokenProcessPool):
-                        suspects.append(cell)
+                        # after a kill the cause is known: the others only lost their pool; run them again
+                        (queue.appendleft if killed else suspects.append)(cell)
                         continue
                     finish(
                         cell,
                         fut.result() if err is None else _exception_record(cell.kwargs, err),
                     )
                     finished += 1
-                if suspects:
+                if stall_s is not None:
+                    now = time.time()
+                    for fut, (cell, slot) in list(inflight.items()):
+                        # until its task starts (pid stamped), a worker is still starting up: on a
+                        # loaded machine spawning and importing JAX take seconds, not a deadlock
+                        limit = stall_s if pids[slot] else max(stall_s, STARTUP_S)
+                        if fut.done() or now - beats[slot] <= limit:
+                            continue
+                        _kill_worker(pool, int(pids[slot]))
+                        del inflight[fut]
+                        free.append(slot)
+                        finish(cell, failed_record(cell.kwargs, "error", STALLED.format(stall_s=stall_s)))
+                        finished += 1
+                        killed = True
+                if suspects or (killed and not inflight):
                     break
         except BaseException:  # KeyboardInterrupt: stop the workers; their cells stay unrecorded
             _terminate(pool)
@@ -614,17 +771,26 @@ def _pool_pass(
     return suspects, finished
 
 
-def _run_local(todo: list[Cell], jobs: int, runner: Runner, options: dict[str, Any], finish) -> None:
-    """Run cells in ``jobs`` spawned worker processes; a crashed worker's cell is found and recorded."""
+def _run_local(
+    todo: list[Cell],
+    jobs: int,
+    runner: Runner,
+    options: dict[str, Any],
+    finish,
+    isolate: bool = False,
+    stall_s: float | None = None,
+) -> None:
+    """Run cells in ``jobs`` spawned worker processes; a crashed worker's cell is found and recorded,
+    a stalled one killed and recorded (:func:`_pool_pass`)."""
     queue = deque(todo)
     while queue:
-        suspects, finished = _pool_pass(queue, jobs, runner, options, finish)
+        suspects, finished = _pool_pass(queue, jobs, runner, options, finish, isolate, stall_s)
         if not suspects and not finished and queue:
             raise RuntimeError("the worker processes died before running any cell")
         if len(suspects) == 1:  # the only cell in flight killed its worker
             finish(suspects[0], failed_record(suspects[0].kwargs, "error", WORKER_CRASHED))
         elif suspects:  # several were in flight: rerun them one at a time to find the culprit(s)
-            _run_local(suspects, 1, runner, options, finish)
+            _run_local(suspects, 1, runner, options, finish, isolate, stall_s)
 
 
 def _run_dask(todo: list[Cell], scheduler: Any, runner: Runner, options: dict[str, Any], finish) -> None:
@@ -683,7 +849,8 @@ def _describe(cell: Cell) -> str:
     data = " ".join(f"{k}={v}" for k, v in kw["data_params"].items())
     options = " ".join(f"{k}={v}" for k, v in (kw.get("backend_options") or {}).items())
     backend = f" | {kw['backend']} {options}".rstrip() if "backend" in kw else ""
-    line = f"{cell.label} | {kw['dataset']} {data}{backend} | run seed {kw['seed']}, {kw['steps']} steps"
+    steps = f"{kw['steps']} steps" if kw["steps"] is not None else f"the steps that fit {kw['budget_s']:g} s"
+    line = f"{cell.label} | {kw['dataset']} {data}{backend} | run seed {kw['seed']}, {steps}"
     return line.replace("  ", " ")
 
 
@@ -715,6 +882,8 @@ def run_sweep(
     progress: bool | None = None,
     runner: Runner = run_cell,
     cells: list[Cell] | None = None,
+    isolate: bool | None = None,
+    stall_s: float | None = None,
 ) -> SweepResult:
     """Run an experiment's cells that have no record yet, appending one record per cell to ``out``.
 
@@ -750,6 +919,11 @@ def run_sweep(
     cells : list of Cell, optional
         The cells to run (default: all of :func:`expand`'s): a command that offers a subset of an
         experiment (e.g. ``hierbench bench --sizes``) selects them from :func:`expand`'s list.
+    isolate : bool, optional
+        One fresh worker process per cell (default: the experiment's ``isolate``); local workers only.
+    stall_s : float, optional
+        Kill a worker that reports no progress for this many seconds and record its cell as an error
+        (default: the experiment's ``stall_s``, else no watchdog); local workers only (module docstring).
 
     Returns
     -------
@@ -772,6 +946,8 @@ def run_sweep(
         raise ParamError(f"jobs must be an integer >= 0, got {jobs!r}")
     if executor == "dask" and not scheduler:
         raise ParamError("--executor dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
+    isolate = experiment.isolate if isolate is None else bool(isolate)
+    stall_s = experiment.stall_s if stall_s is None else check_stall_s(stall_s)
     cells = expand(experiment, quick=quick) if cells is None else list(cells)
     validate(cells, str(experiment.path or experiment.name))
     out = Path(out) if out is not None else default_out(experiment.name, quick)
@@ -846,7 +1022,7 @@ def run_sweep(
                         record = _exception_record(cell.kwargs, err, traceback.format_exc())
                     finish(cell, record)
             elif todo:
-                _run_local(todo, jobs, runner, options, finish)
+                _run_local(todo, jobs, runner, options, finish, isolate, stall_s)
     result.failed = [c.cell_id for c in cells if statuses.get(c.cell_id, set()) == {"error"}]
     result.wall_s = time.perf_counter() - t0
     return result

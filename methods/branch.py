@@ -16,18 +16,28 @@ from hierbench.methods.base import Family, Method, train_config
 from hierbench.methods.vi import make_vi
 
 
-def make(model: HierModel, *, batch_groups: int | None = None, init_sd: float = 0.1, **train) -> Method:
-    """Dense q(θ) with per-group conditional Gaussians q(z_i|θ); full data or batch_groups=B."""
+def make(
+    model: HierModel,
+    *,
+    batch_groups: int | None = None,
+    max_strata: int | None = None,
+    init_sd: float = 0.1,
+    **train,
+) -> Method:
+    """Dense q(θ) with per-group conditional Gaussians q(z_i|θ); full data or batch_groups=B.
+
+    ``max_strata``: size strata of a minibatch on ragged groups or a rating store (None: the batch
+    source's default, :func:`~hierbench.methods.batches.default_batches`)."""
     cfg = train_config(train)
     family = build_family(model.num_groups, model.dim_global, model.dim_local, init_sd)
-    return make_vi(model, family, cfg, batch_groups=batch_groups, init_sd=init_sd)
+    return make_vi(model, family, cfg, batch_groups=batch_groups, max_strata=max_strata, init_sd=init_sd)
 
 
 def build_family(num_groups: int, dim_global: int, dim_local: int, init_sd: float = 0.1) -> Family:
     """The branch family for N groups, θ ∈ R^G and z_i ∈ R^L, started at N(0, init_sd² I).
 
-    Its local parameters are indexed by group id, so it needs only the dimensions, not the data (the
-    scale runner builds it for a rating store that is never padded)."""
+    Its local parameters are indexed by group id, so it needs only the dimensions, not the data (a
+    model whose ratings are kept in a store, never padded, trains it the same way)."""
     n, dg, dl = num_groups, dim_global, dim_local
 
     def init_params(key):
