@@ -70,6 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         backend_options=_backend_options(args),
         budget_s=args.budget_s,
         save_reference=args.save_reference,
+        tune=args.tune,
     )
     append_record(out, record)
     _print_result(record, out)
@@ -166,6 +167,13 @@ def _print_result(rec: dict, out: Path | None = None) -> None:
         )
     if rec.get("compile_s") is not None:
         parts.append(f"{rec['steps']} steps in {rec['wall_s']:.2f}s (+{rec['compile_s']:.2f}s compile)")
+    tuning = rec.get("tuning")
+    if tuning:
+        parts.append(
+            f"tuned {tuning['param']}={tuning['chosen']:g} of {len(tuning['grid'])} "
+            f"(the grid: {tuning['total_steps']} steps in {tuning['total_wall_s']:.2f}s "
+            f"+{tuning['total_compile_s']:.2f}s compile)"
+        )
     if rec.get("error"):
         parts.append(rec["error"])
     print("; ".join(parts) + (f" -> {out}" if out else ""))
@@ -329,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--references",
         default="results/references",
         help="reference store read for accuracy scores ('none': off)",
+    )
+    run.add_argument(
+        "--tune",
+        choices=("lr",),
+        help="tune the step size: one run per value of 0.1/4^k, k=0..4, the best by a held-apart ELBO "
+        "(the record keeps the grid and its total cost)",
     )
     run.add_argument(
         "--save-reference",

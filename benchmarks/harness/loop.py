@@ -41,6 +41,7 @@ from hierbench.methods.base import Method
 from hierbench.records import Record, finish
 
 IMPOSSIBLE_SE = 5.0  # an ELBO this many SEs above an exact log evidence is a numerical failure
+HELD_APART_TAG = 2**31 - 1  # fold_in tag of the held-apart draws (a trace point's tag is its step)
 TRACE_SCORE_FIELDS = ("elbo", "elbo_se", "heldout_lpd_per_obs")  # a score's fields kept in trace points
 
 _heartbeat: Callable[[], None] | None = None  # this process's proof-of-progress hook (module docstring)
@@ -94,6 +95,7 @@ def fit(
     plan: Plan,
     seed: int,
     progress: bool | None = None,
+    held_apart: bool = False,
 ) -> dict[str, np.ndarray] | None:
     """Train ``method`` on ``backend`` by ``plan``, scoring off the clock; fills ``record``.
 
@@ -116,6 +118,10 @@ def fit(
         The run's seed (init, training and scoring keys derive from it).
     progress : bool, optional
         A progress bar (default: when stderr is a terminal, after 2 s).
+    held_apart : bool
+        Also score the final q on draws held apart from every trace point's (key
+        ``fold_in(scoring key, HELD_APART_TAG)``), off the clock, into ``record["held_apart"]``: what a
+        tuning grid selects by (:mod:`hierbench.harness.tune`), never what the record reports.
 
     Returns
     -------
@@ -174,12 +180,16 @@ def fit(
                 if over and not last:
                     record["stopped"] = "budget"
                     break
+        final_draws = getattr(scorer, "last", None)
+        if held_apart and status == "ok":
+            extra = scorer(jax.random.fold_in(key_score, HELD_APART_TAG), runner.params())
+            record["held_apart"] = {k: extra[k] for k in ("elbo", "elbo_se", "eval_draws") if k in extra}
     finally:
         runner.close()
     if "probe" in record and wall_s > 0:  # how far the budget probe was off (harness.budget)
         record["probe"]["rate_ratio"] = record["steps"] / wall_s / record["probe"]["steps_per_s"]
     finish_vi(record, status, error, score, method.config)
-    return getattr(scorer, "last", None)
+    return final_draws
 
 
 def finish_vi(record: Record, status: str, error: str | None, score: dict[str, Any], config: dict) -> None:

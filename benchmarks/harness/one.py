@@ -31,6 +31,7 @@ from hierbench.harness import memory
 from hierbench.harness.backends import make_backend
 from hierbench.harness.budget import plan_run
 from hierbench.harness.loop import fit
+from hierbench.harness.tune import check_tune, tuned
 from hierbench.methods.base import Infeasible, Method, Sampler, Unavailable
 from hierbench.records import Record, env_info, finish, new_record
 from hierbench.registry import build_model, is_sampler, lookup, parse_params
@@ -59,6 +60,8 @@ def run_one(
     chunk_steps: int | None = None,
     save_reference: str | Path | None = None,
     scoring: dict[str, Any] | None = None,
+    tune: str | None = None,
+    tune_grid: list[float] | None = None,
 ) -> Record:
     """Fit ``method`` to ``dataset`` and return its record (a JSON-ready dict).
 
@@ -102,6 +105,12 @@ def run_one(
     scoring : dict, optional
         Options of the scorer: on a model whose ratings are kept in a store, ``eval_segments`` (the
         chunked scorer's size groups, one compiled program each; default every log₂ bucket).
+    tune : {"lr"}, optional
+        Tune this hyperparameter by the tuning protocol (:mod:`hierbench.harness.tune`): one run per
+        grid value with the same seed and plan, the best by a held-apart ELBO; the record is the chosen
+        run's, with the grid, every point and the total cost in its ``tuning`` block.
+    tune_grid : list of float, optional
+        The values to try (default the protocol's grid, :data:`~hierbench.harness.tune.GRIDS`).
     """
     record = new_record(method, dataset, data_params, method_params, seed, backend)
     try:
@@ -122,7 +131,10 @@ def run_one(
         model = build_model(dataset, data_params)
         factory = lookup("method", method)
         params = parse_params("method", method, method_params or {})
+        grid = check_tune(tune, params, tune_grid)
         sampler = is_sampler(factory)
+        if sampler and grid:
+            raise ParamError(f"tune applies to VI methods; {method!r} is a sampler")
         if sampler and backend != "jax":
             raise ParamError(f"backend {backend!r} runs VI methods only; {method!r} is a sampler")
         if sampler and budget_s is not None:
@@ -143,8 +155,10 @@ def run_one(
 
             refuse_full_data(model, f"the sampler {method}")
 
-        def build(num_steps: int) -> Method:  # every VI build (the probe's too) passes the memory guard
-            algo = factory(model, **(params | {"steps": num_steps}))
+        def build(
+            num_steps: int, **overrides: Any
+        ) -> Method:  # every VI build (the probe's too) passes the memory guard
+            algo = factory(model, **(params | overrides | {"steps": num_steps}))
             memory.check_vi(record, model, algo, method)
             return algo
 
@@ -166,14 +180,26 @@ def run_one(
         if references is not None:
             ref, ref_note = refstore.find_accepted(dataset, model, Path(references))
         record |= {"accuracy": None, "reference": ref_note}
-        algo = factory(model, **params) if sampler else build(plan.steps)
-        record["method_params"] = algo.config
-        record["env"] = env_info(algo.config.get("dtype"))
-        if isinstance(algo, Sampler):
+        if sampler:
+            algo = factory(model, **params)
+            record["method_params"] = algo.config
+            record["env"] = env_info(algo.config.get("dtype"))
             _sample(record, model, algo, seed, ref, save_reference)
         else:
-            scorer = make_scorer(model, algo, eval_draws, scoring)
-            last = fit(record, model, algo, engine, scorer, plan, seed, progress)
+
+            def run_point(rec: Record, overrides: dict[str, Any], held_apart: bool = False) -> Any:
+                algo = build(plan.steps, **overrides)
+                rec["method_params"] = algo.config
+                rec["env"] = env_info(algo.config.get("dtype"))
+                scorer = make_scorer(model, algo, eval_draws, scoring)
+                return fit(rec, model, algo, engine, scorer, plan, seed, progress, held_apart=held_apart)
+
+            if grid:
+                record, last = tuned(
+                    record, tune, grid, lambda rec, value: run_point(rec, {tune: value}, True)
+                )
+            else:
+                last = run_point(record, {})
             if record["status"] == "ok" and ref is not None:
                 record["accuracy"] = accuracy_block(ref, last["theta"], last["z"], last["log_w"])
             if record["status"] == "ok" and model.theta_true is not None:

@@ -1,0 +1,65 @@
+"""The tuning protocol (hierbench.harness.tune): a step-size grid, every point trained alike, the best
+chosen by an ELBO on draws held apart, the whole grid's cost in the record."""
+
+from __future__ import annotations
+
+import pytest
+
+from hierbench.datasets.base import ParamError
+from hierbench.harness import run_one
+from hierbench.harness.tune import GRIDS
+
+SMALL = {"N": 6, "n": 5, "d": 2}
+
+
+def test_the_grid_is_the_protocols():
+    assert GRIDS["lr"] == pytest.approx((0.1, 0.025, 0.00625, 0.0015625, 0.000390625))
+
+
+def test_a_tuned_run_is_the_chosen_points_record_with_the_whole_grid():
+    grid = [30.0, 0.05, 0.0005]  # a step size that cannot work, a good one, one too small for 200 steps
+    rec = run_one(
+        "meanfield",
+        "hier-linear",
+        SMALL,
+        steps=200,
+        checkpoints=2,
+        eval_draws=300,
+        references=None,
+        tune="lr",
+        tune_grid=grid,
+    )
+    tuning = rec["tuning"]
+    assert rec["status"] == "ok" and tuning["param"] == "lr" and tuning["grid"] == grid
+    points = tuning["points"]
+    assert [p["lr"] for p in points] == grid
+    ok = [p for p in points if p["status"] == "ok"]
+    best = max(ok, key=lambda p: p["held_apart_elbo"])
+    # the choice is the best held-apart ELBO, and the record is that run's
+    assert tuning["chosen"] == best["lr"] == rec["method_params"]["lr"] == 0.05
+    assert rec["elbo"] == best["elbo"] and rec["steps"] == best["steps"] == 200
+    assert rec["held_apart"]["elbo"] == best["held_apart_elbo"] != rec["elbo"]  # other draws
+    # the cost of the whole grid beside the chosen run's own
+    assert tuning["total_wall_s"] == pytest.approx(sum(p["wall_s"] for p in points))
+    assert tuning["total_steps"] == sum(p["steps"] for p in points) and tuning["total_wall_s"] > rec["wall_s"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"tune": "width"}, "tune must be one of lr"),
+        ({"tune": "lr", "method_params": {"lr": 0.01}}, "sets lr itself"),
+        ({"tune_grid": [0.1, 0.01]}, "tune_grid needs tune"),
+        ({"tune": "lr", "tune_grid": [0.1]}, "two or more positive"),
+        ({"tune": "lr", "tune_grid": [0.1, -1.0]}, "two or more positive"),
+    ],
+)
+def test_bad_tuning_is_a_param_error(kwargs, match):
+    method_params = kwargs.pop("method_params", {})
+    with pytest.raises(ParamError, match=match):
+        run_one("meanfield", "hier-linear", SMALL, method_params, steps=5, raise_param_errors=True, **kwargs)
+
+
+def test_a_sampler_is_not_tuned():
+    with pytest.raises(ParamError, match="VI methods"):
+        run_one("nuts", "eight-schools", tune="lr", raise_param_errors=True, references=None)
