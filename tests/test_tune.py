@@ -63,3 +63,31 @@ def test_bad_tuning_is_a_param_error(kwargs, match):
 def test_a_sampler_is_not_tuned():
     with pytest.raises(ParamError, match="VI methods"):
         run_one("nuts", "eight-schools", tune="lr", raise_param_errors=True, references=None)
+
+
+def test_the_report_shows_the_choice_and_the_grid_cost(tmp_path):
+    from hierbench.records import append_record
+    from hierbench.reports.tables import format_markdown, summary_table
+
+    tuned = run_one(
+        "meanfield",
+        "hier-linear",
+        SMALL,
+        steps=20,
+        checkpoints=1,
+        eval_draws=50,
+        references=None,
+        tune="lr",
+        tune_grid=[0.05, 0.01],
+    )
+    plain = run_one(
+        "meanfield", "hier-linear", SMALL, steps=20, checkpoints=1, eval_draws=50, references=None
+    )
+    df = summary_table([tuned, plain])
+    row = df[df["tuned"] != ""].iloc[0]
+    assert row["tuned"].startswith("lr=") and row["tuning_wall_s"] == pytest.approx(
+        tuned["tuning"]["total_wall_s"]
+    )
+    assert "tuning_wall_s" in format_markdown(df)
+    assert "tuned" not in summary_table([plain]).columns  # no empty columns where nothing was tuned
+    append_record(tmp_path / "r.jsonl", tuned)

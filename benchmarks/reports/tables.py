@@ -36,8 +36,11 @@ SUMMARY_COLUMNS = [
     "wall_s",
     "compile_s",
     "steps_per_s",
+    "tuned",
+    "tuning_wall_s",
     "error",
 ]
+TUNING_COLUMNS = ("tuned", "tuning_wall_s")  # only where some record was tuned (hierbench.harness.tune)
 ERROR_CHARS = 100  # of an error message in summary.md (summary.csv has it whole)
 
 
@@ -63,6 +66,16 @@ def error_text(rec: Mapping[str, Any]) -> str:
     return error.strip() if isinstance(error, str) else ""
 
 
+def tuning_cells(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """A tuned run's choice (``lr=0.025 of 5``) and its grid's total optimization time, which the run's
+    own ``wall_s`` leaves out (empty for a run that was not tuned)."""
+    tuning = rec.get("tuning")
+    if not isinstance(tuning, dict) or "chosen" not in tuning:
+        return {"tuned": "", "tuning_wall_s": None}
+    chosen = f"{tuning['param']}={tuning['chosen']:g} of {len(tuning.get('grid', []))}"
+    return {"tuned": chosen, "tuning_wall_s": finite(tuning.get("total_wall_s"))}
+
+
 def summary_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per record, every status: final scores, timings, steps/s and the error of a failure."""
     rows = []
@@ -85,10 +98,13 @@ def summary_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                     },
                     "steps": rec["steps"],
                     "steps_per_s": finite(rec.get("steps_per_s")),
+                    **tuning_cells(rec),
                     "error": error_text(rec),
                 }
             )
     df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({"N": "Int64"})
+    if not df["tuned"].astype(bool).any():
+        df = df.drop(columns=list(TUNING_COLUMNS))
     return df.sort_values(["dataset", "data", "N", "method", "params", "seed"], kind="stable").reset_index(
         drop=True
     )
@@ -162,8 +178,10 @@ def format_markdown(df: pd.DataFrame) -> str:
         "wall_s": "{:.2f}",
         "compile_s": "{:.2f}",
         "steps_per_s": "{:.0f}",
+        "tuning_wall_s": "{:.2f}",
     }.items():
-        show[col] = show[col].map(lambda v, f=fmt: _number(v, f))
+        if col in show:
+            show[col] = show[col].map(lambda v, f=fmt: _number(v, f))
     show["N"] = show["N"].map(lambda v: "" if pd.isna(v) else str(v))
     show["error"] = show["error"].map(_short_error)
     for col in ("data", "params"):
