@@ -8,16 +8,14 @@ Exit codes: 0 success, 1 a run that did not finish ``ok`` (regress: a regression
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from hierbench._io import atomic_write_text
 from hierbench.datasets import DATASETS
-from hierbench.datasets.base import ParamError, flatten_groups
+from hierbench.datasets.base import ParamError
+from hierbench.datasets.export import export
 from hierbench.methods import METHODS
 from hierbench.records import append_record, read_records
 from hierbench.registry import build_model, describe, parameters, parse_params
@@ -28,15 +26,19 @@ def _params_line(kind: str, factory) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    w = max(16, *(len(name) for name in [*DATASETS, *METHODS]))
     print("Datasets (--dataset NAME --data-param key=value):")
     for name, factory in DATASETS.items():
-        print(f"  {name:16s} {describe(factory)}\n  {'':16s} params: {_params_line('dataset', factory)}")
+        print(f"  {name:{w}s} {describe(factory)}\n  {'':{w}s} params: {_params_line('dataset', factory)}")
     print("\nMethods (--method NAME --method-param key=value):")
     for name, factory in METHODS.items():
-        print(f"  {name:16s} {describe(factory)}\n  {'':16s} params: {_params_line('method', factory)}")
+        print(f"  {name:{w}s} {describe(factory)}\n  {'':{w}s} params: {_params_line('method', factory)}")
         reason = getattr(factory, "unavailable", lambda: None)()  # a backend this machine lacks
         if reason:
-            print(f"  {'':16s} UNAVAILABLE here: {reason}")
+            print(f"  {'':{w}s} UNAVAILABLE here: {reason}")
+        note = getattr(factory, "note", lambda: None)()  # how it runs here (e.g. which Stan backend)
+        if note:
+            print(f"  {'':{w}s} note: {note}")
     return 0
 
 
@@ -185,17 +187,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.seed is not None:
         params["seed"] = args.seed
     model = build_model(args.dataset, params)
-    if not {"x", "y", "mask"} <= set(model.data):
-        raise ParamError(f"dataset {args.dataset!r} has no (x, y) rows to export")
-    flat = flatten_groups(model.data)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        out,
-        **flat,
-        num_groups=model.num_groups,
-        data_params=json.dumps({"dataset": args.dataset} | model.params),
-    )
-    print(f"wrote {out}: {len(flat['y'])} observations in {model.num_groups} groups")
+    paths = export(model, args.dataset, out)
+    print(f"wrote {out}: {model.num_obs} observations in {model.num_groups} groups")
+    if "stan_json" in paths:
+        print(f"wrote {paths['stan_json']}: the data of {paths['stan']} (CmdStan JSON)")
+    else:
+        print(f"{args.dataset} has no Stan program: no Stan data written")
     return 0
 
 
@@ -375,7 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     refs.add_argument("--rebuild", action="store_true", help="rerun NUTS even if a valid reference is stored")
     refs.set_defaults(func=cmd_references)
 
-    exp = sub.add_parser("export", help="write a dataset as arrays x, y, group to an .npz")
+    exp = sub.add_parser(
+        "export",
+        help="write a dataset as flat rows (.npz) and its Stan data (.stan.json, beside the program)",
+    )
     exp.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}")
     exp.add_argument("--data-param", action="append", metavar="KEY=VALUE")
     exp.add_argument("--seed", type=int, default=None, help="data seed (same as --data-param seed=S)")

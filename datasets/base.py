@@ -268,7 +268,35 @@ def pad_groups(sizes: np.ndarray, *arrays: np.ndarray) -> tuple[list[np.ndarray]
 
 
 def flatten_groups(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Padded (x, y, mask) -> flat arrays ``x (num_obs, d)``, ``y (num_obs,)``, ``group (num_obs,)``."""
-    keep = data["mask"].astype(bool)
+    """Padded per-group arrays -> flat rows of the observed data only, plus ``group (num_obs,)``.
+
+    Every array laid out per observation, ``(N, n_max, ...)`` beside a ``mask (N, n_max)``, becomes
+    ``(num_obs, ...)`` (the masked-in rows, group by group); without a mask every group is one row
+    (eight schools: ``y``, ``sigma`` of shape ``(N,)``).  E.g. hier-linear's padded x, y, mask give
+    ``x (num_obs, d)``, ``y (num_obs,)``, ``group (num_obs,)``.
+    """
+    mask = data.get("mask")
+    if mask is None:
+        num_groups = len(next(iter(data.values())))
+        return {k: np.asarray(v) for k, v in data.items()} | {"group": np.arange(num_groups, dtype=np.int64)}
+    keep = np.asarray(mask).astype(bool)
     group = np.broadcast_to(np.arange(keep.shape[0])[:, None], keep.shape)[keep]
-    return {"x": data["x"][keep], "y": data["y"][keep], "group": group.astype(np.int64)}
+    out = {}
+    for key, value in data.items():
+        value = np.asarray(value)
+        if key != "mask" and value.shape[:2] == keep.shape:
+            out[key] = value[keep]
+    return out | {"group": group.astype(np.int64)}
+
+
+def group_members(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Where each group's rows lie in :func:`flatten_groups`'s rows: ``members (N, n_max)`` (row ids,
+    0 where padded) and ``member_mask (N, n_max)`` (1.0 for a real row); one row a group without a mask."""
+    mask = data.get("mask")
+    if mask is None:
+        num_groups = len(next(iter(data.values())))
+        return np.arange(num_groups, dtype=np.int64)[:, None], np.ones((num_groups, 1))
+    keep = np.asarray(mask).astype(bool)
+    members = np.zeros(keep.shape, dtype=np.int64)
+    members[keep] = np.arange(int(keep.sum()))
+    return members, keep.astype(np.float64)

@@ -59,6 +59,7 @@ from .base import (
     ParamError,
     check_positive_int,
     coerce_data,
+    flatten_groups,
     log_half_normal_of_log,
     normal_logpdf,
     pad_groups,
@@ -379,14 +380,6 @@ def make(
     data = _pad(train_sizes, x[train], y[train])
     test_data = _pad(np.bincount(user[test], minlength=num_groups), x[test], y[test])
     features = ["intercept", *genres]
-    stan_data = {
-        "N": int(num_groups),
-        "K": int(d),
-        "n_obs": int(train.sum()),
-        "user": [int(u) + 1 for u in user[train]],  # 1-based
-        "x": x[train],
-        "y": [int(v) for v in y[train]],
-    }
     return HierModel(
         name="movielens-small",
         num_groups=int(num_groups),
@@ -400,7 +393,7 @@ def make(
         test_data=test_data,
         log_lik=log_lik,
         natural=natural,
-        stan_data=stan_data,
+        stan_data=stan_data(data),
     )
 
 
@@ -418,3 +411,17 @@ def _store_model(params: dict[str, Any]) -> HierModel:
             )
         store = store.head(num_users)
     return store_model(store, "movielens-small", params)
+
+
+def stan_data(data: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The data block of ``datasets/stan/movielens_small.stan`` from padded training ``data`` (x, y,
+    mask): long format, the ratings user by user (``user`` 1-based), as :func:`make` lays them out."""
+    flat = flatten_groups(data)
+    return {
+        "N": int(data["mask"].shape[0]),
+        "K": int(data["x"].shape[-1]),
+        "n_obs": int(flat["y"].shape[0]),
+        "user": [int(u) + 1 for u in flat["group"]],
+        "x": flat["x"],
+        "y": [int(v) for v in flat["y"]],
+    }

@@ -26,7 +26,7 @@ TINY = {"N": 5, "n": 5, "d": 2}
 
 
 def test_peers_are_registered():
-    assert set(NUMPYRO_PEERS + STAN_PEERS) == set(PEERS) <= set(METHODS)
+    assert set(NUMPYRO_PEERS + STAN_PEERS) <= set(PEERS) <= set(METHODS)  # more: test_native_peers.py
     assert not any(is_sampler(METHODS[m]) for m in NUMPYRO_PEERS)  # VI: harness-owned steps
     assert all(is_sampler(METHODS[m]) for m in STAN_PEERS)  # Stan owns its loop
 
