@@ -241,6 +241,29 @@ def coerce_data(data: dict[str, Array], like: Array) -> dict[str, Array]:
     return out
 
 
+DATA_MEMORY_SHARE = 0.5  # simulated data may take at most this share of the machine's memory
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory of this machine (bytes)."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_data_size(estimate_bytes: float, what: str) -> None:
+    """Refuse, before anything is generated, data whose estimated memory exceeds
+    :data:`DATA_MEMORY_SHARE` of the machine's: a :class:`ParamError` (the CLI's exit 2) naming the
+    estimate and the limit, instead of an out-of-memory failure half-way through generating it."""
+    limit = DATA_MEMORY_SHARE * machine_memory_bytes()
+    if estimate_bytes > limit:
+        raise ParamError(
+            f"{what} would take about {estimate_bytes / 2**30:,.1f} GiB to generate, more than the "
+            f"{limit / 2**30:,.1f} GiB limit ({DATA_MEMORY_SHARE:.0%} of this machine's memory): "
+            "use fewer groups or rows"
+        )
+
+
 def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     """Validate an integer data/method parameter, raising :class:`ParamError`."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
