@@ -50,6 +50,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], Any], binar
     return path
 
 
+def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
+    """Refuse an output path this process cannot write, before any work is done: its folder (``path``
+    itself with ``folder``) is created if missing and a temporary file written and removed there; an
+    existing file must be writable.  Raises :class:`~hierbench.datasets.base.ParamError` (exit 2)."""
+    from hierbench.datasets.base import ParamError
+
+    path = Path(path)
+    where = path if folder else path.parent
+    blocker = next((p for p in (where, *where.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ParamError(f"cannot write into {where}: {blocker} is a file, not a folder")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as err:
+        raise ParamError(f"cannot write into {where}: {err.strerror or err}") from None
+    if not folder and path.exists() and not os.access(path, os.W_OK):
+        raise ParamError(f"cannot write {path}: the file is not writable")
+    return path
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """:func:`atomic_write` of a text (UTF-8)."""
     return atomic_write(path, lambda fh: fh.write(text), binary=False)

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from hierbench._io import atomic_write_text
+from hierbench._io import atomic_write_text, check_writable
 from hierbench.datasets import DATASETS
 from hierbench.datasets.base import ParamError
 from hierbench.datasets.export import export
@@ -43,9 +43,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _check_out(path: str | None, suffix: str) -> Path:
+    """The ``--out`` file, refused at once (exit 2) when missing or not writable: before any work."""
     if not path:
         raise ParamError(f"--out FILE{suffix} is required")
-    return Path(path)
+    return check_writable(path)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -202,6 +203,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     missing = [f for f in args.records if not Path(f).is_file()]
     if missing:
         raise ParamError(f"no such records file: {', '.join(missing)}")
+    check_writable(args.out, folder=True)
     records = read_records(args.records, warn=False)  # validated; bad lines are counted, said below
     if records.skipped:
         print(f"warning: skipped {len(records.skipped)} unreadable record line(s):", file=sys.stderr)
@@ -222,18 +224,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from hierbench.bench import run_bench
 
     sizes = tuple(args.sizes) if args.sizes else None
+    check_writable(args.out, folder=True)
     return run_bench(args.plan, args.out, sizes, jobs=args.jobs, progress=args.progress)
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
     from hierbench.peers import run_peers
 
+    check_writable(args.out, folder=True)
     return run_peers(args.out, quick=args.quick, report_only=args.report_only, progress=args.progress)
 
 
 def cmd_torch_bench(args: argparse.Namespace) -> int:
     from hierbench.torch_bench import run_torch_bench
 
+    check_writable(args.out, folder=True)
     return run_torch_bench(
         args.out,
         sizes=tuple(args.sizes) if args.sizes else None,
