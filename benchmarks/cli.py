@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from hierbench._io import atomic_write_text, check_writable
+from hierbench._io import REFERENCES_DIR, REPO_ROOT, atomic_write_text, check_writable
 from hierbench.datasets import DATASETS
 from hierbench.datasets.base import ParamError
 from hierbench.datasets.export import export
@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         eval_draws=args.eval_draws,
         checkpoints=args.checkpoints,
         raise_param_errors=True,
-        references=None if args.references in ("", "none") else args.references,
+        references=_references(args.references),
         backend=args.backend,
         backend_options=_backend_options(args),
         budget_s=args.budget_s,
@@ -77,6 +77,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     append_record(out, record)
     _print_result(record, out)
+    if record.get("accuracy") is None and str(record.get("reference", "")).startswith("no reference stored"):
+        print(
+            f"hierbench run: no accuracy scores: {record['reference']} (run from the hierbench checkout, "
+            "or give --references DIR)",
+            file=sys.stderr,
+        )
     # an MCMC run whose gate failed is not a usable result either
     return 0 if record["status"] == "ok" and record.get("gate_passed") is not False else 1
 
@@ -263,6 +269,16 @@ def cmd_regress(args: argparse.Namespace) -> int:
     return regress(args.suite, args.repeats, args.baseline, _store(args.references))
 
 
+def _references(path: str) -> str | None:
+    """The reference store to read: ``none`` for none; the default ``results/references`` is relative to
+    the current folder, and falls back to the checkout's own store when run from elsewhere."""
+    if path in ("", "none"):
+        return None
+    if path == os.fspath(REFERENCES_DIR) and not Path(path).is_dir() and (REPO_ROOT / path).is_dir():
+        return os.fspath(REPO_ROOT / path)
+    return path
+
+
 def _store(path: str) -> str | None:
     return None if path in ("", "none") else path
 
@@ -280,7 +296,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             retry_failed=args.retry_failed,
             dry_run=args.dry_run,
-            references=None if args.references in ("", "none") else args.references,
+            references=_references(args.references),
             compilation_cache=args.compilation_cache,
             progress=args.progress,
             isolate=args.isolate,

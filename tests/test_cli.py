@@ -195,3 +195,26 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path, capsys, monkeypa
     assert main(argv) == 2
     assert "cannot write into" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "a-file"), "--out", str(tmp_path / "a-file" / "rep")]) == 2
+
+
+def test_run_outside_the_checkout_finds_the_store_or_says_why_accuracy_is_missing(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # outside the checkout: results/references is not here
+    argv = [
+        "run",
+        "--method",
+        "meanfield",
+        "--dataset",
+        "eight-schools",
+        "--steps",
+        "20",
+        "--checkpoints",
+        "1",
+    ]
+    argv += ["--eval-draws", "50", "--out", str(tmp_path / "r.jsonl")]
+    assert main(argv) == 0
+    (rec,) = read_records([tmp_path / "r.jsonl"])
+    assert rec["accuracy"] is not None  # the checkout's own store, found from elsewhere
+    assert main([*argv, "--references", str(tmp_path / "nowhere")]) == 0
+    assert "no accuracy scores: no reference stored under" in capsys.readouterr().err
