@@ -8,8 +8,8 @@ one way: dataset → model → method → harness → record → report.  The ma
 - :mod:`hierbench.harness`: one run, timed fairly (loop, budget, JAX and torch backends);
   :mod:`hierbench.scoring`, :mod:`hierbench.accuracy`, :mod:`hierbench.reference`: scores against the
   truth; :mod:`hierbench.records`: the record schema and its one reader;
-- :mod:`hierbench.sweep` (plans in ``experiments/*.toml``), :mod:`hierbench.suites` (the regression
-  gate), :mod:`hierbench.bench`, :mod:`hierbench.peers`, :mod:`hierbench.torch_bench`,
+- :mod:`hierbench.suites` (plans in ``experiments/*.toml``, sweeps over them, the regression gate),
+  :mod:`hierbench.bench`, :mod:`hierbench.peers`, :mod:`hierbench.torch_bench`,
   :mod:`hierbench.scale`: what runs grids of runs;
 - :mod:`hierbench.reports`: records in, tables and figures out (``hierbench report``, the paper's
   figures in :mod:`hierbench.reports.paper`, time to target);

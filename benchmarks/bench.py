@@ -1,6 +1,6 @@
 """``hierbench bench`` (``make bench``): the default benchmark, or the accuracy plan, run by the sweep.
 
-The grids are experiment files, run like any other by :func:`hierbench.sweep.run_sweep`:
+The grids are experiment files, run like any other by :func:`hierbench.suites.sweep.run_sweep`:
 
 - ``experiments/bench.toml`` (``--plan default``): the five families on ``hier-linear`` (n = 20, d = 10),
   N ∈ {10, 100, 1000}, seed 0; ``dense`` is recorded ``infeasible`` where its D×D factor exceeds its
@@ -75,7 +75,8 @@ def run_bench(
     """
     from hierbench.records import read_records
     from hierbench.reports.report import write_report
-    from hierbench.sweep import expand, find_experiment, load_experiment, run_sweep
+    from hierbench.suites.experiment import expand, find_experiment, load_experiment
+    from hierbench.suites.sweep import run_sweep
 
     if plan not in PLANS:
         raise ParamError(f"unknown plan {plan!r}; valid: {', '.join(PLANS)}")

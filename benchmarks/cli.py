@@ -284,7 +284,7 @@ def _store(path: str) -> str | None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from hierbench.sweep import run_sweep
+    from hierbench.suites.sweep import run_sweep
 
     try:
         result = run_sweep(
@@ -472,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--references", default="results/references", help="reference store folder")
     reg.set_defaults(func=cmd_regress)
 
-    from hierbench.sweep import available_experiments
+    from hierbench.suites.experiment import available_experiments
 
     swp = sub.add_parser("sweep", help="run an experiment file's grid; resumable, survives failed cells")
     swp.add_argument(

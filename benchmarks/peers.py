@@ -152,7 +152,7 @@ def run_peers(
     int
         0, or 1 when a cell raised or its worker died.
     """
-    from hierbench.sweep import run_sweep
+    from hierbench.suites.sweep import run_sweep
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """JAX (jit) vs PyTorch (eager, ``torch.compile``): steps/s and time-to-target per VI family.
 
 ``make torch-bench`` (``hierbench torch-bench``) runs the grid of ``experiments/torch-bench.toml`` through
-the sweep (:func:`hierbench.sweep.run_sweep`): every family on ``hier-linear`` (n=20 rows per group,
+the sweep (:func:`hierbench.suites.sweep.run_sweep`): every family on ``hier-linear`` (n=20 rows per group,
 d=10) at N ∈ {100, 1000, 10⁴} with each engine, from the same initialization and the same step budget,
 and writes ``results/torch/``: ``records.jsonl`` (one harness record per run, plus ``engine``; the run's
 ``label`` is its family), ``summary.md`` / ``summary.csv`` and ``jax_vs_torch.png``
@@ -35,8 +35,8 @@ def cells(
     steps: int | None = None,
     device: str = "cpu",
 ) -> list[Any]:
-    """The experiment's cells (:class:`hierbench.sweep.Cell`), JAX first in each (family, N), narrowed
-    to ``sizes``, ``families`` (run labels) and ``engines`` (None: all), with one step budget
+    """The experiment's cells (:class:`hierbench.suites.experiment.Cell`), JAX first in each (family, N),
+    narrowed to ``sizes``, ``families`` (run labels) and ``engines`` (None: all), with one step budget
     ``steps`` for every N if given and torch on ``device`` (JAX runs on its default device: a CUDA
     jaxlib's GPU where there is one).
 
@@ -45,7 +45,7 @@ def cells(
     ParamError
         For a size, family or engine the experiment does not have.
     """
-    from hierbench.sweep import Cell, cell_id, expand, find_experiment, load_experiment
+    from hierbench.suites.experiment import Cell, cell_id, expand, find_experiment, load_experiment
 
     grid = expand(load_experiment(find_experiment(EXPERIMENT)))
     choices = {
@@ -76,9 +76,10 @@ def cells(
 
 
 def run_cell(kwargs: dict[str, Any], options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """:func:`hierbench.sweep.run_cell`, with the run's ``engine`` and the machine's load average before
-    and after it (``loadavg_1min``): other processes distort timings, torch's spinning OpenMP workers most."""
-    from hierbench.sweep import run_cell as sweep_run_cell
+    """:func:`hierbench.suites.executors.run_cell`, with the run's ``engine`` and the machine's load
+    average before and after it (``loadavg_1min``): other processes distort timings, torch's spinning
+    OpenMP workers most."""
+    from hierbench.suites.executors import run_cell as sweep_run_cell
 
     load_start = os.getloadavg()[0]
     record = sweep_run_cell(kwargs, options)
@@ -100,7 +101,7 @@ def run_torch_bench(
     """Run the benchmark (or only rebuild its outputs from the records) and write them; see :func:`cells`
     for the selection arguments.  Returns 0, or 1 when a cell raised or its worker died."""
     from hierbench.records import read_records
-    from hierbench.sweep import run_sweep
+    from hierbench.suites.sweep import run_sweep
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

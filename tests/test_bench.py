@@ -7,7 +7,7 @@ import pytest
 from hierbench.datasets.base import ParamError
 from hierbench.methods import METHODS, PEERS
 from hierbench.registry import is_sampler, parse_params
-from hierbench.sweep import expand, find_experiment, load_experiment
+from hierbench.suites.experiment import expand, find_experiment, load_experiment
 
 BENCH_SIZES = (10, 100, 1000)
 

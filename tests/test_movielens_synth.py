@@ -24,7 +24,7 @@ from hierbench.records import read_records
 from hierbench.scale.report import write_summary
 from hierbench.scoring import Scorer
 from hierbench.scoring_store import ChunkedScorer
-from hierbench.sweep import run_sweep
+from hierbench.suites.sweep import run_sweep
 
 
 @pytest.fixture(autouse=True)

@@ -428,7 +428,7 @@ def test_a_retried_cell_counts_once(tmp_path):
 def test_real_sweep_records(tmp_path):
     """Records made by the real sweep (schema drift would show here): a tiny scaling-like grid with an
     infeasible dense cell and a branch run."""
-    from hierbench.sweep import run_sweep
+    from hierbench.suites.sweep import run_sweep
 
     toml = tmp_path / "scaling.toml"
     toml.write_text(

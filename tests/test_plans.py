@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from hierbench.harness import run_one
-from hierbench.sweep import expand, find_experiment, load_experiment, validate
+from hierbench.suites.experiment import expand, find_experiment, load_experiment
+from hierbench.suites.validate import validate
 
 FROZEN = json.loads((Path(__file__).parent / "data" / "plans.json").read_text(encoding="utf-8"))
 # what run_one does when a keyword is not given: the two sides may spell a default or leave it out

@@ -16,18 +16,17 @@ import pytest
 from hierbench.cli import main
 from hierbench.datasets.base import ParamError
 from hierbench.records import read_records
-from hierbench.sweep import (
+from hierbench.suites.executors import run_cell
+from hierbench.suites.experiment import (
     RUN_DEFAULTS,
     available_experiments,
     cell_id,
-    default_out,
     expand,
     find_experiment,
     load_experiment,
-    run_cell,
-    run_sweep,
-    validate,
 )
+from hierbench.suites.sweep import default_out, run_sweep
+from hierbench.suites.validate import validate
 
 TINY = """
 [experiment]

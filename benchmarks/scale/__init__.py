@@ -3,7 +3,7 @@
 ``benchmarks/experiments/scale.toml`` is the plan: amortized VI (potential and moments heads) and branch
 VI on ``movielens-synth`` at 162,541 users with its ratings kept compressed (``layout = "store"``), 256
 users a step over 16 size strata, 600 s of optimization each; dense is recorded ``infeasible``.  The one
-sweep path runs it (:func:`hierbench.sweep.run_sweep`), each cell a :func:`hierbench.harness.run_one`
+sweep path runs it (:func:`hierbench.suites.sweep.run_sweep`), each cell a :func:`hierbench.harness.run_one`
 call: the batch source gathers each step's rows from the store
 (:mod:`hierbench.methods.store_batches`), the chunked scorer scores over user chunks
 (:mod:`hierbench.scoring_store`), every cell runs in a fresh process (its own peak RSS) under the
@@ -65,7 +65,7 @@ def run_scale(
     """
     from hierbench.records import read_records
     from hierbench.scale.report import write_summary
-    from hierbench.sweep import run_sweep
+    from hierbench.suites.sweep import run_sweep
 
     out = Path(out) if out is not None else (QUICK_OUT if quick else DEFAULT_OUT)
     records_path = out / "records.jsonl"

@@ -1,4 +1,16 @@
-"""Suites: fixed sets of runs and what is decided from them.
+"""Suites: grids of runs (experiment files and sweeps over them), and the regression gate.
+
+Experiments and sweeps (``hierbench sweep``):
+
+- :mod:`~hierbench.suites.experiment`: the experiment file format (``experiments/*.toml``, its
+  schema in the module docstring) and the cells an experiment expands to;
+- :mod:`~hierbench.suites.validate`: checking every cell before anything runs;
+- :mod:`~hierbench.suites.executors`: running cells (in process, local worker processes with a
+  no-progress watchdog, or Dask);
+- :mod:`~hierbench.suites.sweep`: :func:`~hierbench.suites.sweep.run_sweep`, resumable, with its
+  records file, lock and progress lines.
+
+The regression gate (``hierbench regress``), fixed sets of runs and what is decided from them:
 
 - :mod:`~hierbench.suites.metrics`: the scalars a suite reads off a record, with their direction
   and minimum effect;

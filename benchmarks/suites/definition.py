@@ -102,12 +102,12 @@ SUITE_PREFIX = "regress-"  # the suite "quick" is the experiment file experiment
 def suite_from_experiment(name: str) -> Suite:
     """The suite ``name`` from its experiment file ``experiments/regress-<name>.toml``.
 
-    Each cell of the file (expanded by :func:`hierbench.sweep.expand`; its seed is replaced by the
+    Each cell of the file (expanded by :func:`hierbench.suites.experiment.expand`; its seed is replaced by the
     gate's) is an entry named ``<dataset without "hier-">/<label>``, with the metrics of its dataset
     (:data:`DATASET_METRICS`, else :data:`REFERENCE_METRICS`).  Entries are listed dataset by dataset,
     in the order the datasets first appear (the order the baselines were written in).
     """
-    from hierbench.sweep import expand, find_experiment, load_experiment
+    from hierbench.suites.experiment import expand, find_experiment, load_experiment
 
     experiment = load_experiment(find_experiment(SUITE_PREFIX + name))
     cells = expand(experiment)
@@ -144,7 +144,7 @@ def suite_from_experiment(name: str) -> Suite:
 
 def suite_names() -> list[str]:
     """The suites shipped as ``experiments/regress-*.toml``."""
-    from hierbench.sweep import available_experiments
+    from hierbench.suites.experiment import available_experiments
 
     return [e.removeprefix(SUITE_PREFIX) for e in available_experiments() if e.startswith(SUITE_PREFIX)]
 

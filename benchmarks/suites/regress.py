@@ -3,12 +3,12 @@ baseline update``.
 
 A fixed quick suite of runs (:data:`~hierbench.suites.definition.QUICK`, the grid of
 ``experiments/regress-quick.toml``: every VI family on a small ``hier-linear`` and a small
-``hier-logistic``) is run cell by cell through the sweep's :func:`hierbench.sweep.run_cell` with R seeds
-each. Per (entry, metric) the baseline ``results/baselines/quick.json`` stores the mean over its R = 5
-seeds, their sd and the Monte Carlo standard error of the mean, sd/√R, with its provenance (versions, git
-SHA, date, the suite definition, K and the minimum effects); ``hierbench baseline update [--repeats R]``
-writes it. ``hierbench regress`` reruns the suite with R = 3 other seeds and compares, with
-:func:`~hierbench.suites.stats.compare` (a pure function of two summary tables).
+``hier-logistic``) is run cell by cell through the sweep's :func:`hierbench.suites.executors.run_cell`
+with R seeds each. Per (entry, metric) the baseline ``results/baselines/quick.json`` stores the mean over
+its R = 5 seeds, their sd and the Monte Carlo standard error of the mean, sd/√R, with its provenance
+(versions, git SHA, date, the suite definition, K and the minimum effects); ``hierbench baseline update
+[--repeats R]`` writes it. ``hierbench regress`` reruns the suite with R = 3 other seeds and compares,
+with :func:`~hierbench.suites.stats.compare` (a pure function of two summary tables).
 
 The pieces: the metrics (:mod:`~hierbench.suites.metrics`), the suite definition
 (:mod:`~hierbench.suites.definition`), running it (:mod:`~hierbench.suites.running`), the verdict

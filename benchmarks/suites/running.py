@@ -78,7 +78,7 @@ def run_suite(
     runs : list of dict
         Per run: entry, seed, status, elbo, steps, wall_s, compile_s, total_s and any error.
     """
-    from hierbench.sweep import run_cell
+    from hierbench.suites.executors import run_cell
 
     if compilation_cache:
         from hierbench._jax import enable_compilation_cache
