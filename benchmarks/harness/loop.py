@@ -22,7 +22,7 @@ float64 scores.
 probe and the chunked scorer, after each chunk of users): a no-op unless a hook is set with
 :func:`set_heartbeat`.  A sweep's worker process sets one that stamps the time into memory its driver
 reads, and the driver kills a worker that stays silent too long (an XLA:CPU deadlock; see
-:mod:`hierbench.sweep`).
+:mod:`hierbench.suites.executors`).
 """
 
 from __future__ import annotations
