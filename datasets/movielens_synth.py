@@ -814,6 +814,11 @@ def write_movielens_csv(store: RatingStore, folder: str | os.PathLike[str]) -> N
 TEST_PARAMS: dict[str, object] = {"num_users": 6}  # a small, fast instance for the contract tests
 
 
+def shape(num_users: int = DEFAULT_USERS, seed: int = 0, layout: str = "padded") -> dict[str, int]:
+    """The model's size (no data): the users, θ = (μ, log σ) over the 20 features, a user's weights."""
+    return {"num_groups": num_users, "dim_global": 2 * len(FEATURES), "dim_local": len(FEATURES)}
+
+
 def validate_params(num_users: Any = DEFAULT_USERS, seed: Any = 0, layout: Any = "padded") -> dict[str, Any]:
     """Check :func:`make`'s parameters without generating anything (a sweep calls this before any
     cell runs): a padded layout above ``movielens.MAX_PADDED_BYTES`` is refused from the users' rating

@@ -78,10 +78,13 @@ def _mlp(layers, h, final_activation: bool = False):
     return h
 
 
+DEFAULT_BATCH_GROUPS = 32  # the paper's minibatch of groups
+
+
 def make(
     model: HierModel,
     *,
-    batch_groups: int | None = 32,
+    batch_groups: int | None = None,
     max_strata: int | None = None,
     head: str = "moments",
     width: int = 64,
@@ -92,8 +95,12 @@ def make(
 ) -> Method:
     """Dense q(θ) + a permutation-invariant net per group (head moments|potential); minibatches of groups.
 
-    ``max_strata``: size strata of a minibatch on ragged groups or a rating store (None: the batch
-    source's default, :func:`~hierbench.methods.batches.default_batches`)."""
+    ``batch_groups``: groups a step (None: :data:`DEFAULT_BATCH_GROUPS`, or all N where there are
+    fewer; an explicit B above N is refused).  ``max_strata``: size strata of a minibatch on ragged
+    groups or a rating store (None: the batch source's default,
+    :func:`~hierbench.methods.batches.default_batches`)."""
+    if batch_groups is None:
+        batch_groups = min(DEFAULT_BATCH_GROUPS, model.num_groups)
     family, cfg, config = build(
         model,
         head=head,

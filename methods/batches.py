@@ -228,6 +228,15 @@ def refuse_full_data(model: HierModel, who: str) -> None:
     )
 
 
+def check_batch_groups(batch_groups: int | None, num_groups: int) -> None:
+    """Refuse a ``batch_groups`` above the data's N (:class:`ParamError`): B = N is full data."""
+    if batch_groups is not None and batch_groups > num_groups:
+        raise ParamError(
+            f"batch_groups={batch_groups} is more than the data's N={num_groups} groups "
+            f"(batch_groups={num_groups} is full data)"
+        )
+
+
 def default_batches(
     model: HierModel,
     batch_groups: int | None,
@@ -238,14 +247,15 @@ def default_batches(
     strata where groups are ragged; on a model whose ratings are kept in a store
     (``model.store``), size strata gathered from the store
     (:class:`~hierbench.methods.store_batches.RatingStoreBatches`; full data: every user a step).
-    ``batch_groups`` ≥ N is full data.  ``max_strata``: size strata of a stratified source (None: the
+    ``batch_groups`` = N is full data.  ``max_strata``: size strata of a stratified source (None: the
     source's default, :data:`MAX_STRATA` padded, 16 on a store).
 
     Raises
     ------
     ParamError
-        A ``batch_groups`` or ``max_strata`` that is not a positive integer, or ``batch_groups`` < N
-        for a family that does not factor over groups.
+        A ``batch_groups`` or ``max_strata`` that is not a positive integer, a ``batch_groups`` above N
+        (an experiment over N with a fixed B sets B = N where N is smaller: say what runs), or
+        ``batch_groups`` < N for a family that does not factor over groups.
     Infeasible
         A family that does not factor over groups on a store model: it would need the padded data.
     """
@@ -255,6 +265,7 @@ def default_batches(
         isinstance(batch_groups, bool) or not isinstance(batch_groups, (int, np.integer)) or batch_groups < 1
     ):
         raise ParamError(f"batch_groups must be an integer >= 1, got {batch_groups!r}")
+    check_batch_groups(batch_groups, model.num_groups)
     if model.store is not None:
         from hierbench.methods.store_batches import MAX_STRATA as STORE_MAX_STRATA
         from hierbench.methods.store_batches import RatingStoreBatches

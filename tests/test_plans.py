@@ -1,5 +1,7 @@
 """Every plan is an experiment file: each expands to exactly the run_one keyword arguments its former
-Python plan produced (frozen in tests/data/plans.json before those plans were deleted)."""
+Python plan produced (frozen in tests/data/plans.json before those plans were deleted).  One edit
+since: amortized runs no longer spell ``batch_groups = 32`` (a B above N is refused since the one
+validation layer; amortized's default is min(32, N), what those cells ran)."""
 
 from __future__ import annotations
 

@@ -447,7 +447,10 @@ def test_scale_experiment():
             "float",
         ),
         (TINY.replace("steps = 20", "steps = 0"), "steps must be an integer >= 1"),
-        (TINY + "\n[[runs]]\nmethod = 'branch'\nbackend = 'numpy'\n", "unknown backend 'numpy'"),
+        (
+            TINY + "\n[[runs]]\nmethod = 'branch'\nbackend = 'numpy'\n",
+            "backend must be one of jax, torch; got 'numpy'",
+        ),
         (TINY.replace("seeds = [0, 1]", "cases.size = [{ label = 'x' }]"), "unknown key(s) label"),
         (TINY.replace("seeds = [0, 1]", "cases.size = []"), "non-empty list of tables"),
     ],

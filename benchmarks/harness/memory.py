@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from hierbench.datasets.base import HierModel
+from hierbench.datasets.base import HierModel, ParamError
 from hierbench.methods.base import Infeasible, Method
 
 HEADROOM = 0.8  # a run whose estimated memory exceeds this share of the machine's is refused
@@ -80,7 +80,12 @@ def estimate_vi(model: HierModel, method: Method) -> dict[str, int]:
 def check_vi(record: dict[str, Any], model: HierModel, method: Method, name: str) -> None:
     """Put :func:`estimate_vi`'s fields in ``record``; raise :class:`Infeasible` where the estimate
     exceeds :data:`HEADROOM` of the machine's memory."""
-    estimate = estimate_vi(model, method)
+    try:
+        estimate = estimate_vi(model, method)
+    except ParamError:
+        # a method without a JAX init (a Pyro peer brings its own torch objective, Method.torch): its
+        # parameters are made by its library on the torch backend; nothing to estimate here
+        return
     record |= estimate
     need, params = estimate["memory_estimate_bytes"], estimate["params_bytes"]
     if need > HEADROOM * machine_memory():

@@ -30,6 +30,7 @@ from hierbench.datasets.base import HierModel, ParamError, check_positive_int
 from hierbench.harness import memory
 from hierbench.harness.backends import make_backend
 from hierbench.harness.budget import plan_run
+from hierbench.harness.checks import check_run
 from hierbench.harness.loop import fit
 from hierbench.harness.tune import check_tune, tuned
 from hierbench.methods.base import Infeasible, Method, Sampler, Unavailable
@@ -114,18 +115,26 @@ def run_one(
     """
     record = new_record(method, dataset, data_params, method_params, seed, backend)
     try:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ParamError(f"seed must be an integer >= 0, got {seed!r}")
-        if budget_s is not None and not (
-            isinstance(budget_s, (int, float)) and not isinstance(budget_s, bool) and budget_s > 0
-        ):
-            raise ParamError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
-        if steps is None and budget_s is None:
-            raise ParamError("give steps, budget_s or both (steps=None: as many as fit the budget)")
-        if steps is not None:
-            check_positive_int("steps", steps)
-        if chunk_steps is not None:
-            check_positive_int("chunk_steps", chunk_steps)
+        # the one validation layer (run, sweep, bench and the API refuse the same inputs), before any work
+        check_run(
+            {
+                "method": method,
+                "dataset": dataset,
+                "data_params": data_params,
+                "method_params": method_params,
+                "seed": seed,
+                "steps": steps,
+                "eval_draws": eval_draws,
+                "checkpoints": checkpoints,
+                "backend": backend,
+                "backend_options": backend_options,
+                "budget_s": budget_s,
+                "chunk_steps": chunk_steps,
+                "scoring": scoring,
+                "tune": tune,
+                "tune_grid": tune_grid,
+            }
+        )
         scoring = check_scoring(scoring)
         engine = make_backend(backend, backend_options)
         model = build_model(dataset, data_params)
@@ -133,12 +142,6 @@ def run_one(
         params = parse_params("method", method, method_params or {})
         grid = check_tune(tune, params, tune_grid)
         sampler = is_sampler(factory)
-        if sampler and grid:
-            raise ParamError(f"tune applies to VI methods; {method!r} is a sampler")
-        if sampler and backend != "jax":
-            raise ParamError(f"backend {backend!r} runs VI methods only; {method!r} is a sampler")
-        if sampler and budget_s is not None:
-            raise ParamError("budget_s applies to VI methods")
         if scoring and model.store is None:
             raise ParamError(
                 f"scoring option(s) {', '.join(scoring)} apply to a model whose ratings are kept in a store"

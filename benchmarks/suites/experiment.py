@@ -85,6 +85,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -345,7 +346,13 @@ def _expand_spec(spec: dict[str, Any], index: int, where: Any, cells: list[Cell]
         try:
             cid = cell_id(kwargs)
         except (TypeError, ValueError) as err:
-            raise ParamError(f"{where}: [[runs]] #{index + 1}: a value is not plain data: {err}") from None
+            bad = [k for k, v in kwargs.items() if isinstance(v, float) and not math.isfinite(v)]
+            what = (
+                f"{bad[0]} = {kwargs[bad[0]]} is not a finite number"
+                if bad
+                else f"a value is not plain data: {err}"
+            )
+            raise ParamError(f"{where}: [[runs]] #{index + 1}: {what}") from None
         if cid in seen:
             continue
         seen.add(cid)

@@ -279,9 +279,13 @@ def rows_of(model: HierModel, batch_groups: int | None = None) -> dict[str, np.n
 
 def bind(model: HierModel, batch_groups: int | None = None, dataset: str | None = None) -> Bound:
     """The native numpyro model of ``model`` (registered under ``dataset``, default ``model.name``) on its
-    data; ``batch_groups`` < N subsamples that many groups a step (None or ≥ N: full data)."""
+    data; ``batch_groups`` < N subsamples that many groups a step (None or N: full data; above N is
+    refused, :func:`~hierbench.methods.batches.check_batch_groups`)."""
+    from hierbench.methods.batches import check_batch_groups
+
     native = NATIVE_MODELS[dataset or model.name]
     n = model.num_groups
+    check_batch_groups(batch_groups, n)
     if batch_groups is not None and batch_groups >= n:
         batch_groups = None
     rows = rows_of(model, batch_groups)

@@ -389,5 +389,21 @@ class TorchBackend:
 def make(
     compile: bool = False, threads: int | None = None, device: str = "cpu", compile_mode: str | None = None
 ) -> TorchBackend:
-    """The torch backend with its options (``hierbench run --backend torch --torch-compile --threads``)."""
+    """The torch backend with its options (``hierbench run --backend torch --torch-compile --threads``),
+    checked before any work: :class:`~hierbench.datasets.base.ParamError` for a device torch does not
+    know or does not have here, or a thread count below 1."""
+    from hierbench.datasets.base import ParamError
+
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ParamError(f"threads must be an integer >= 1, got {threads!r}")
+    try:
+        where = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ParamError(
+            f"device {device!r} is not a torch device (cpu, cuda, cuda:1, mps …): {err}"
+        ) from None
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise ParamError(
+            f"device {device!r}: this torch has no CUDA device here (torch.cuda.is_available() is False)"
+        )
     return TorchBackend(bool(compile), threads, device, compile_mode)
