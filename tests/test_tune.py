@@ -91,3 +91,34 @@ def test_the_report_shows_the_choice_and_the_grid_cost(tmp_path):
     assert "tuning_wall_s" in format_markdown(df)
     assert "tuned" not in summary_table([plain]).columns  # no empty columns where nothing was tuned
     append_record(tmp_path / "r.jsonl", tuned)
+
+
+def test_a_sweep_tunes_once_per_configuration_and_reuses_the_choice(tmp_path):
+    """tune_once: one tuning run per configuration (seed 0, its own steps), recorded with role
+    'tuning'; every seed then runs once at the chosen step size, its record naming the tuning run;
+    a rerun finds everything recorded and runs nothing."""
+    from hierbench.records import read_records
+    from hierbench.suites.sweep import run_sweep
+
+    toml = tmp_path / "exp.toml"
+    toml.write_text(
+        '[defaults]\ndataset = "hier-linear"\ndata_params = { N = 6, n = 5, d = 2 }\nseeds = [0, 1]\n'
+        "steps = 60\ncheckpoints = 1\neval_draws = 100\n"
+        '[[runs]]\nmethod = "meanfield"\ntune = "lr"\ntune_grid = [0.05, 0.0005]\n'
+        "tune_once = { steps = 40 }\n"
+    )
+    out = tmp_path / "r.jsonl"
+    result = run_sweep(toml, out, jobs=0, references=None, progress=False)
+    assert not result.failed
+    records = read_records([out])
+    (tuner,) = [r for r in records if r.get("role") == "tuning"]
+    runs = [r for r in records if r.get("role") != "tuning"]
+    assert tuner["seed"] == 0 and tuner["steps"] == 40 and len(tuner["tuning"]["points"]) == 2
+    chosen = tuner["tuning"]["chosen"]
+    assert sorted(r["seed"] for r in runs) == [0, 1]
+    for rec in runs:
+        assert rec["method_params"]["lr"] == chosen and rec["steps"] == 60
+        assert rec["tuning"]["shared"] and rec["tuning"]["tuned_by"] == tuner["record_id"]
+        assert rec["tuning"]["tuned_on"]["steps"] == 40 and rec["cell"]["tune_once"] == {"steps": 40}
+    again = run_sweep(toml, out, jobs=0, references=None, progress=False)
+    assert sum(again.ran.values()) == 0 and len(read_records([out])) == 3

@@ -102,7 +102,10 @@ def points(rec: Mapping[str, Any]) -> list[tuple[float, float, float | None]]:
 
 
 def why_not_drawn(rec: Mapping[str, Any]) -> str | None:
-    """Why a record is not drawn (its status, or that it has no trace point after 0 s); None: drawn."""
+    """Why a record is not drawn (its status, that it is a sweep's tuning run, or that it has no trace
+    point after 0 s); None: drawn."""
+    if rec.get("role") == "tuning":
+        return "a tuning run (its choice is in the tuned runs' records)"
     if rec["status"] != "ok":
         return rec["status"]
     if not points(rec):

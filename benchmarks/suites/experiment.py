@@ -58,6 +58,13 @@ another dataset than ``[defaults]``'s should not inherit its ``data_params``: pu
 ``skip = true`` in a ``[runs.quick]`` table leaves that run out under ``--quick``. The optimization
 budget is set by the run keys ``steps`` and ``budget_s``, never by a method parameter.
 
+**Tuning** (:mod:`hierbench.harness.tune`): ``tune = "lr"`` runs every cell by the tuning protocol (one
+run per step size of the grid, ``tune_grid`` to give other values, the best by a held-apart ELBO).
+With ``tune_once = { seed = 0, steps = 2_000 }`` (or ``budget_s``) the step size is tuned once per
+configuration instead — on that seed and budget, for all the cells that differ only in their seed,
+steps or budget — and each cell then runs once at the chosen value; its record says so
+(:mod:`hierbench.suites.tuning`).
+
 Axes that vary together are **cases**: ``cases`` is a table of named axes, each a list of tables of run
 keys (no ``label``, ``quick`` or ``cases``); a run gets one cell set per combination of one case from
 each axis, the case merged over the run as a layer right after it (before ``[quick]``), and the case
@@ -97,7 +104,7 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
 TOP_KEYS = ("experiment", "defaults", "runs", "quick")
 EXPERIMENT_KEYS = ("name", "description", "isolate", "stall_s")
-PARAM_KEYS = ("data_params", "method_params", "backend_options", "scoring")  # tables merged key by key
+PARAM_KEYS = ("data_params", "method_params", "backend_options", "scoring", "tune_once")  # merged key by key
 RUN_KEYS = (
     "label",
     "method",
@@ -111,6 +118,9 @@ RUN_KEYS = (
     "budget_s",
     "chunk_steps",
     "scoring",
+    "tune",
+    "tune_grid",
+    "tune_once",
     "backend",
     "backend_options",
     "cases",
@@ -333,9 +343,12 @@ def _expand_spec(spec: dict[str, Any], index: int, where: Any, cells: list[Cell]
     axes += [((k,), _axis(spec[k])) for k in (*budgets, "checkpoints", "eval_draws", "seeds")]
     axes += [(("chunk_steps",), _axis(spec["chunk_steps"]))] if "chunk_steps" in spec else []
     axes += [(("scoring", k), _axis(v)) for k, v in spec.get("scoring", {}).items()]
+    axes += [(("tune",), _axis(spec["tune"]))] if "tune" in spec else []
+    axes += [(("tune_grid",), [spec["tune_grid"]])] if "tune_grid" in spec else []  # a list, not an axis
+    axes += [(("tune_once", k), _axis(v)) for k, v in spec.get("tune_once", {}).items()]
     for point in itertools.product(*(values for _, values in axes)):
         kwargs: dict[str, Any] = {"data_params": {}, "method_params": {}}
-        for key in ("backend_options", "scoring"):  # only where the experiment sets them
+        for key in ("backend_options", "scoring", "tune_once"):  # only where the experiment sets them
             if key in spec:
                 kwargs[key] = {}
         for (key, *sub), value in zip((k for k, _ in axes), point, strict=True):

@@ -41,6 +41,7 @@ from hierbench.suites.experiment import (
     find_experiment,
     load_experiment,
 )
+from hierbench.suites.tuning import latest, tuned_cell, tuning_cells
 from hierbench.suites.validate import validate
 
 
@@ -234,27 +235,38 @@ def run_sweep(
         todo_ids = {c.cell_id for c in todo}
         if experiment.description:
             print(experiment.description)
+        for tuner in {t.cell_id: t for t in tuning_cells(cells).values()}.values():
+            print(f"tune  {tuner.cell_id}  {_describe(tuner)}")
         for cell in cells:
             print(f"{'todo' if cell.cell_id in todo_ids else 'done'}  {cell.cell_id}  {_describe(cell)}")
         return SweepResult(name, out, len(cells), len(skip), Counter({"todo": len(todo)}), dry_run=True)
 
+    tuners = tuning_cells(cells)  # cells with tune_once -> their configuration's tuning cell
+    tuning = list({t.cell_id: t for t in tuners.values()}.values())
     t0 = time.perf_counter()
     with _sweep_lock(out):
         seal(out)
         existing = read_existing()
         todo, skip = pending(cells, existing, retry_failed)
+        tune_todo, _ = pending(
+            [t for t in tuning if any(tuners[c.cell_id] is t for c in todo if c.cell_id in tuners)],
+            existing,
+            retry_failed,
+        )
         result = SweepResult(name, out, len(cells), skipped=len(skip))
         statuses: dict[str, set[str]] = {}
         for rec in existing:
             statuses.setdefault(rec.get("cell_id"), set()).add(rec["status"])
         bar = tqdm(
-            total=len(todo),
+            total=len(todo) + len(tune_todo),
             desc=f"sweep {name}",
             unit="cell",
             disable=None if progress is None else not progress,
             file=sys.stderr,
         )
         counter = itertools.count(1)
+        requested: dict[str, dict[str, Any]] = {}  # cell id -> the keyword arguments the experiment asked
+        extra: dict[str, dict[str, Any]] = {}  # cell id -> fields its record gets (role, shared tuning)
 
         def finish(cell: Cell, record: dict[str, Any]) -> None:
             problems = validate_record(record)
@@ -267,26 +279,48 @@ def run_sweep(
                 "cell_id": cell.cell_id,
                 "label": cell.label,
                 "quick": quick,
-                "cell": cell.kwargs,
+                "cell": requested.get(cell.cell_id, cell.kwargs),
                 "compilation_cache": options["compilation_cache"],
             }
+            record |= extra.get(cell.cell_id, {})
             append_record(out, record)
             status = record["status"]
             statuses.setdefault(cell.cell_id, set()).add(status)
-            result.ran[status] += 1
+            if record.get("role") != "tuning":
+                result.ran[status] += 1
             bar.update(1)
             failed = sum(n for s, n in result.ran.items() if s == "error")
             bar.set_postfix_str(f"done {sum(result.ran.values())}, skipped {result.skipped}, failed {failed}")
-            bar.write(f"[{next(counter)}/{len(todo)}] {_describe(cell)}: {_outcome(record)}", file=sys.stdout)
+            total = len(todo) + len(tune_todo)
+            bar.write(f"[{next(counter)}/{total}] {_describe(cell)}: {_outcome(record)}", file=sys.stdout)
+
+        def run(batch: list[Cell]) -> None:
+            if batch and executor == "dask":
+                run_dask(batch, scheduler, runner, options, finish)
+            elif batch and jobs == 0:
+                run_in_process(batch, runner, options, finish)
+            elif batch:
+                run_local(batch, jobs, runner, options, finish, isolate, stall_s)
 
         with bar:
             bar.set_postfix_str(f"done 0, skipped {result.skipped}, failed 0")
-            if todo and executor == "dask":
-                run_dask(todo, scheduler, runner, options, finish)
-            elif todo and jobs == 0:
-                run_in_process(todo, runner, options, finish)
-            elif todo:
-                run_local(todo, jobs, runner, options, finish, isolate, stall_s)
+            extra |= {t.cell_id: {"role": "tuning"} for t in tune_todo}
+            run(tune_todo)  # first every configuration's tuning run, then the cells at their choices
+            chosen = latest(read_existing(), {t.cell_id for t in tuning})
+            ready = []
+            for cell in todo:
+                if cell.cell_id not in tuners:
+                    ready.append(cell)
+                    continue
+                requested[cell.cell_id] = cell.kwargs
+                try:
+                    resolved, block = tuned_cell(cell, chosen.get(tuners[cell.cell_id].cell_id))
+                except ParamError as err:
+                    finish(cell, failed_record(cell.kwargs, "error", f"ParamError: {err}"))
+                    continue
+                extra[cell.cell_id] = {"tuning": block}
+                ready.append(resolved)
+            run(ready)
     result.failed = [c.cell_id for c in cells if statuses.get(c.cell_id, set()) == {"error"}]
     result.wall_s = time.perf_counter() - t0
     return result

@@ -21,10 +21,12 @@ def validate(cells: list[Cell], where: str = "experiment") -> None:
     """Check every cell before anything runs (:func:`~hierbench.harness.checks.check_run`); raises
     :class:`ParamError` naming the run of the experiment file it came from."""
     from hierbench.harness.checks import check_run
+    from hierbench.suites.tuning import check_once
 
     for cell in cells:
         try:
-            check_run(cell.kwargs)
+            check_once(cell.kwargs)
+            check_run({k: v for k, v in cell.kwargs.items() if k != "tune_once"})
         except ParamError as err:
             context = f"{where}: [[runs]] #{cell.run_index + 1} ({cell.label})"
             raise ParamError(f"{context}: {err}") from None

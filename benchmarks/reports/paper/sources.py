@@ -30,10 +30,15 @@ class Source:
     records: list[Record]
     read: int  # records read, before de-duplication
     skipped: list[tuple[str, int, str]] = field(default_factory=list)  # unreadable lines: file, line, why
+    tuning: list[Record] = field(default_factory=list)  # the sweep's tuning runs (role "tuning")
 
     def describe(self) -> str:
-        """``path (k records)``, for headers and captions."""
-        return f"`{os.fspath(self.path)}` ({len(self.records)} records)"
+        """``path (k records)``, for headers and captions; tuning runs and their cost counted apart."""
+        text = f"`{os.fspath(self.path)}` ({len(self.records)} records"
+        if self.tuning:
+            cost = sum(r["tuning"]["total_wall_s"] for r in self.tuning if isinstance(r.get("tuning"), dict))
+            text += f", and {len(self.tuning)} tuning runs whose grids took {cost:,.0f} s of optimization"
+        return text + ")"
 
 
 def records_path(records_root: str | os.PathLike, experiment: str, quick: bool = False) -> Path:
@@ -74,7 +79,9 @@ def load_source(records_root: str | os.PathLike, experiment: str, quick: bool = 
     records = read_records([path])
     if not records:
         return None
-    return Source(experiment, path, dedupe(records), len(records), records.skipped)
+    runs = [r for r in records if r.get("role") != "tuning"]  # a tuning run's choice is in its cells' records
+    tuning = dedupe([r for r in records if r.get("role") == "tuning"])
+    return Source(experiment, path, dedupe(runs), len(records), records.skipped, tuning)
 
 
 def provenance(records: list[dict[str, Any]]) -> dict[str, Any]:
