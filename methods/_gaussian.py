@@ -33,26 +33,28 @@ def chol_from_raw(raw: Array) -> Array:
     return xp.tril(raw, k=-1) + diag[..., :, None] * eye
 
 
-def scaled_chol_from_raw(raw: Array) -> Array:
+def scaled_chol_from_raw(raw: Array, gain: float = 1.0) -> Array:
     """Lower-triangular factor ``diag(s) · U``: row scales s = softplus(raw's diagonal) times a unit
-    lower-triangular U whose strictly lower part is raw's; batched over leading axes.
+    lower-triangular U whose strictly lower part is ``gain`` × raw's; batched over leading axes.
 
     Row k of the factor is s_k (e_k + u_k), so an off-diagonal parameter is measured in units of its
     row's scale: an optimizer step of a given size changes the factor by the same fraction whatever
-    that scale (see :mod:`hierbench.methods.branch` for why that matters).  Same initial value as
+    that scale (see :mod:`hierbench.methods.branch` for why that matters).  A constant ``gain`` < 1
+    makes Adam's (about lr-sized) steps on the raw entries steps of gain × lr on U: U's own learning
+    rate without a second optimizer (:mod:`hierbench.methods.dense` uses it).  Same initial value as
     :func:`chol_from_raw` from :func:`raw_chol_init`; the inverse map is :func:`raw_from_scaled_chol`."""
     xp = namespace(raw)
     scale = softplus(xp.linalg.diagonal(raw))
     eye = xp.eye(raw.shape[-1], dtype=raw.dtype, device=_ops.device(raw))
-    return scale[..., :, None] * (xp.tril(raw, k=-1) + eye)
+    return scale[..., :, None] * (gain * xp.tril(raw, k=-1) + eye)
 
 
-def raw_from_scaled_chol(chol: np.ndarray) -> np.ndarray:
-    """The raw parameter whose :func:`scaled_chol_from_raw` is the lower-triangular ``chol`` (positive
-    diagonal); numpy, batched over leading axes."""
+def raw_from_scaled_chol(chol: np.ndarray, gain: float = 1.0) -> np.ndarray:
+    """The raw parameter whose :func:`scaled_chol_from_raw` (with the same ``gain``) is the
+    lower-triangular ``chol`` (positive diagonal); numpy, batched over leading axes."""
     chol = np.asarray(chol, dtype=np.float64)
     diag = np.diagonal(chol, axis1=-2, axis2=-1)
-    out = np.tril(chol / diag[..., :, None], -1)
+    out = np.tril(chol / diag[..., :, None], -1) / gain
     k = np.arange(chol.shape[-1])
     out[..., k, k] = diag + np.log(-np.expm1(-diag))
     return out

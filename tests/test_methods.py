@@ -178,9 +178,10 @@ def test_same_seed_same_record():
 
 
 def test_numerically_broken_q_is_diverged_not_ok():
-    """Dense at lr=1e-2 with STL drives its Cholesky factor near-singular (measured): its 'ELBO' then
-    exceeds the exact log evidence, which the harness must report as a failure, not a great fit."""
-    rec = run_one("dense", "hier-linear", LINEAR10, {"lr": 1e-2}, steps=1000, checkpoints=2)
+    """Dense with STL and U's step raised to lr=0.1 (factor_lr=lr; its default is min(lr, 0.6/D))
+    drives its factor near-singular (measured): its 'ELBO' then exceeds the exact log evidence or q's
+    log density breaks, which the harness must report as a failure, not a great fit."""
+    rec = run_one("dense", "hier-linear", LINEAR10, {"lr": 0.1, "factor_lr": 0.1}, steps=1000, checkpoints=2)
     assert rec["status"] == "diverged"
     assert any(s in rec["error"] for s in ("log evidence", "non-finite", "Var[log q]"))
     # the log-q integrity check catches it without an exact log evidence (real data has none)
@@ -202,11 +203,16 @@ def test_log_q_check_passes_gaussians_and_flags_broken_densities():
         assert not log_q_check(2 * log_q, dim)["log_q_ok"]  # a wrong quadratic form
 
 
-def test_dense_stl_default_depends_on_dimension():
-    small = METHODS["dense"](build_model("hier-linear", LINEAR10), steps=10)
-    large = METHODS["dense"](build_model("hier-linear", {"N": 100}), steps=10)
-    forced = METHODS["dense"](build_model("hier-linear", {"N": 100}), steps=10, stl=True)
-    assert small.config["stl"] is True and large.config["stl"] is False and forced.config["stl"] is True
+def test_dense_factor_step_default_depends_on_dimension():
+    """STL at every dimension; U's peak step is min(lr, 0.6 / D) unless given (dense's docstring)."""
+    small = METHODS["dense"](build_model("hier-linear", LINEAR10), steps=10)  # D = 110
+    large = METHODS["dense"](build_model("hier-linear", {"N": 100}), steps=10)  # D = 1010
+    forced = METHODS["dense"](build_model("hier-linear", {"N": 100}), steps=10, factor_lr=1e-3)
+    assert small.config["stl"] is large.config["stl"] is True
+    assert small.config["factor_lr"] == 3e-3 and large.config["factor_lr"] == pytest.approx(0.6 / 1010)
+    assert forced.config["factor_lr"] == 1e-3
+    with pytest.raises(ParamError, match="factor_lr"):
+        METHODS["dense"](build_model("hier-linear", LINEAR10), steps=10, factor_lr=1e-2)
 
 
 @pytest.mark.parametrize("method", ["meanfield", "branch"])
@@ -313,11 +319,11 @@ def test_dense_closed_form_log_q_matches_the_solve():
     model = build_model("hier-linear", {"N": 15, "n": 5, "d": 2, "seed": 0})
     family = dense.build_family(model)
     params = family.init_params(jax.random.key(0))
-    noise = jax.random.normal(jax.random.key(1), params["unit"].shape)
+    noise = jax.random.normal(jax.random.key(1), params["chol"].shape)
     mean = jnp.linspace(-1.0, 1.0, params["mean"].size)
-    # a well-conditioned factor: the solve of log_q is then accurate to rounding
-    scale = params["scale"] + jnp.linspace(-0.5, 0.5, params["scale"].size)
-    params = {"unit": params["unit"] + 0.03 * noise, "mean": mean, "scale": scale}
+    # a well-conditioned factor (unequal row scales): the solve of log_q is then accurate to rounding
+    scale = jnp.diag(jnp.linspace(-0.5, 0.5, params["mean"].size))
+    params = {"chol": params["chol"] + 0.03 * noise + scale, "mean": mean}
     eps = [jax.random.normal(jax.random.key(2), shape) for shape in family.noise_shapes(6, model.num_groups)]
 
     def closed(p):
