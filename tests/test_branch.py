@@ -28,6 +28,8 @@ def test_scaled_factor_round_trips_and_starts_where_the_cholesky_does():
     chol = np.linalg.cholesky(a @ np.swapaxes(a, -1, -2) + 0.1 * np.eye(5))
     raw = jnp.asarray(g.raw_from_scaled_chol(chol))
     np.testing.assert_allclose(g.scaled_chol_from_raw(raw), chol, atol=1e-12)
+    raw_gain = jnp.asarray(g.raw_from_scaled_chol(chol, gain=0.25))  # dense's slower U
+    np.testing.assert_allclose(g.scaled_chol_from_raw(raw_gain, gain=0.25), chol, atol=1e-12)
     init = jnp.asarray(g.raw_chol_init((2, 4, 4), 0.1))
     np.testing.assert_allclose(g.scaled_chol_from_raw(init), g.chol_from_raw(init), atol=1e-15)
     start = 0.1 * np.broadcast_to(np.eye(4), (2, 4, 4))
