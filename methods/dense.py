@@ -23,6 +23,9 @@ measured on hier-linear (d = 10, n = 20; 10,000 steps, lr 3e-3, STL, KL from the
   9e-5 and 0.1 gave 0.30 (seed 0).  0.6 / D gives gain 0.39 at N = 50, which lands there at the
   CLI defaults (KL 1e-4 and −5e-4, Monte Carlo noise, for seeds 0 and 5), and 0.2 at N = 100.  For
   D ≤ 200 it is lr (gain 1).
+* At D = 10,010 (N = 1,000, U's step 6e-5), 200 steps of the default optimizer stay finite: −ELBO
+  2.03e5 → 1.09e5, row scales within [0.065, 0.17], largest ‖u_k‖ 0.09 (5-10 s a step on one shared
+  CPU core; the CLI's process held 10 GB).
 """
 
 from __future__ import annotations
