@@ -51,19 +51,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], Any], binar
 
 
 def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
-    """Refuse an output path this process cannot write, before any work is done: its folder (``path``
-    itself with ``folder``) is created if missing and a temporary file written and removed there; an
-    existing file must be writable.  Raises :class:`~hierbench.datasets.base.ParamError` (exit 2)."""
+    """Refuse an output path this process cannot write, before any work is done: a temporary file is
+    written and removed in the nearest existing folder on the way to ``path``'s folder (``path`` itself
+    with ``folder``), so a refusal, or a run refused later for another reason, leaves nothing behind;
+    an existing file must be writable.  Raises :class:`~hierbench.datasets.base.ParamError` (exit 2)."""
     from hierbench.datasets.base import ParamError
 
     path = Path(path)
     where = path if folder else path.parent
-    blocker = next((p for p in (where, *where.parents) if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise ParamError(f"cannot write into {where}: {blocker} is a file, not a folder")
+    nearest = next((p for p in (where, *where.parents) if p.exists()), Path("."))
+    if not nearest.is_dir():
+        raise ParamError(f"cannot write into {where}: {nearest} is a file, not a folder")
     try:
-        where.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=where):
+        with tempfile.TemporaryFile(dir=nearest):
             pass
     except OSError as err:
         raise ParamError(f"cannot write into {where}: {err.strerror or err}") from None

@@ -47,6 +47,20 @@ class Infeasible(RuntimeError):
         self.fields = fields
 
 
+def refuse_full_rank(name: str, dim: int, max_dim: int, itemsize: int = 8, triangular: bool = True) -> None:
+    """Refuse (:class:`Infeasible`, with the memory it would take) a full-rank Gaussian over ``dim``
+    coordinates above ``max_dim``: its D×D factor, the factor's gradient and two Adam moments, each D²
+    numbers (D(D+1)/2 for a ``triangular`` parameter) of ``itemsize`` bytes, and O(D²) work per draw."""
+    if dim > max_dim:
+        entries = dim * (dim + 1) // 2 if triangular else dim * dim
+        memory = 4 * entries * itemsize
+        raise Infeasible(
+            f"{name} needs a {dim}x{dim} factor (~{memory / 2**20:,.0f} MiB with Adam state, O(D^2) work per "
+            f"draw); dimension {dim} > max_dim={max_dim}",
+            memory_bytes=memory,
+        )
+
+
 class Unavailable(RuntimeError):
     """The method's backend is not installed here (e.g. no CmdStan and no PyStan); the record says
     ``status="unavailable"`` with this message, which names what to install."""

@@ -63,11 +63,11 @@ from hierbench.methods import _gaussian as g
 from hierbench.methods.base import (
     Data,
     Draws,
-    Infeasible,
     Method,
     StepInfo,
     TrainConfig,
     VIState,
+    refuse_full_rank,
     train_config,
 )
 from hierbench.methods.batches import FullData
@@ -230,13 +230,7 @@ def make_automvn(
     """
     cfg = train_config(train | {"lr": lr, "stl": stl})
     dim = g.joint_dim(model)
-    if dim > max_dim:
-        memory = 4 * dim * (dim + 1) // 2 * 8  # parameters, gradient, two Adam moments: D(D+1)/2 each
-        raise Infeasible(
-            f"numpyro-automvn needs a {dim}x{dim} scale_tril (~{memory / 2**20:,.0f} MiB with Adam state); "
-            f"dimension {dim} > max_dim={max_dim}",
-            memory_bytes=memory,
-        )
+    refuse_full_rank("numpyro-automvn", dim, max_dim)
     guide = AutoMultivariateNormal(numpyro_model(model), init_loc_fn=_zero_init(model), init_scale=init_sd)
     posterior = lambda guide, params: guide.get_posterior(params)  # noqa: E731
     return _make_peer(model, guide, posterior, cfg, None, init_sd=init_sd, max_dim=max_dim)

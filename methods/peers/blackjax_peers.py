@@ -44,7 +44,16 @@ import jax.numpy as jnp
 
 from hierbench.datasets.base import HierModel, ParamError, check_positive_int, log_joint, log_joint_rows
 from hierbench.methods import _gaussian as g
-from hierbench.methods.base import Data, Draws, Infeasible, Method, StepInfo, VIState, train_config
+from hierbench.methods.base import (
+    Data,
+    Draws,
+    Infeasible,
+    Method,
+    StepInfo,
+    VIState,
+    refuse_full_rank,
+    train_config,
+)
 from hierbench.methods.batches import FullData
 
 try:
@@ -149,13 +158,7 @@ def make_fullrank(
     _require()
     cfg = train_config(train | {"lr": lr})
     dim = g.joint_dim(model)
-    if dim > max_dim:
-        memory = 4 * dim * (dim + 1) // 2 * 8
-        raise Infeasible(
-            f"blackjax-fullrank needs a {dim}x{dim} Cholesky factor (~{memory / 2**20:,.0f} MiB with Adam "
-            f"state); dimension {dim} > max_dim={max_dim}",
-            memory_bytes=memory,
-        )
+    refuse_full_rank("blackjax-fullrank", dim, max_dim)
 
     def init_state(optimizer, dtype):
         mu = jnp.zeros(dim, dtype)

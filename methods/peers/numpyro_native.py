@@ -61,7 +61,7 @@ from numpyro.infer.util import log_density
 
 from hierbench.datasets.base import HierModel, ParamError, check_positive_int, log_joint
 from hierbench.methods import _gaussian as g
-from hierbench.methods.base import Data, Draws, Infeasible, Method, train_config
+from hierbench.methods.base import Data, Draws, Method, refuse_full_rank, train_config
 from hierbench.methods.batches import cast
 from hierbench.methods.numpyro_peers import svi_method
 from hierbench.methods.peers.numpyro_models import GROUPS, NATIVE_MODELS, Bound, bind
@@ -206,13 +206,7 @@ def make_automvn(
     _check_dataset(model)
     cfg = train_config(train | {"lr": lr, "stl": stl})
     dim = g.joint_dim(model)
-    if dim > max_dim:
-        memory = 4 * dim * (dim + 1) // 2 * 8
-        raise Infeasible(
-            f"numpyro-native-automvn needs a {dim}x{dim} scale_tril (~{memory / 2**20:,.0f} MiB with Adam "
-            f"state); dimension {dim} > max_dim={max_dim}",
-            memory_bytes=memory,
-        )
+    refuse_full_rank("numpyro-native-automvn", dim, max_dim)
     bound = bind(model)
     guide = AutoMultivariateNormal(bound.model, init_loc_fn=init_to_feasible, init_scale=init_sd)
     return _native_peer(model, bound, guide, cfg, _joint_draw(bound, guide), init_sd=init_sd, max_dim=max_dim)

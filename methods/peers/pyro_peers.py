@@ -46,7 +46,7 @@ import numpyro.distributions as ndist
 
 from hierbench.datasets.base import HierModel, ParamError, flatten_groups
 from hierbench.methods import _gaussian as g
-from hierbench.methods.base import Data, Draws, Infeasible, Method, TorchLoss, train_config
+from hierbench.methods.base import Data, Draws, Method, TorchLoss, refuse_full_rank, train_config
 from hierbench.methods.batches import FullData
 
 DATASETS = ("hier-linear", "hier-logistic")
@@ -213,13 +213,7 @@ def make_automvn(
     """
     cfg = train_config(train | {"lr": lr, "stl": stl})
     dim = g.joint_dim(model)
-    if dim > max_dim:
-        memory = 4 * dim * (dim + 1) // 2 * 8
-        raise Infeasible(
-            f"pyro-automvn needs a {dim}x{dim} scale_tril (~{memory / 2**20:,.0f} MiB with Adam state); "
-            f"dimension {dim} > max_dim={max_dim}",
-            memory_bytes=memory,
-        )
+    refuse_full_rank("pyro-automvn", dim, max_dim)
     return _make(
         model, "AutoMultivariateNormal", cfg, {"init_scale": float(init_sd)}, init_sd=init_sd, max_dim=max_dim
     )
