@@ -6,16 +6,16 @@ and every registered peer of it, each through :func:`hierbench.harness.run_one` 
 same way, scored off the clock on the same 1000-draw float64 ELBO).  The runs of one comparison follow
 each other, so load on the machine hits them alike.
 
-==============  ===================  ==========================================================================
+==============  ===================  =========================================================================
 family          ours                 peers
-==============  ===================  ==========================================================================
+==============  ===================  =========================================================================
 mean-field      ``meanfield``        numpyro AutoNormal (factor of our joint; native model), blackjax
                                      mean-field, Pyro AutoNormal (torch), Stan ADVI mean-field
 low-rank        ``lowrank``          numpyro AutoLowRank (factor; native), Pyro AutoLowRank
 full-rank       ``dense``            numpyro AutoMVN (factor; native), blackjax full-rank, Pyro AutoMVN,
                                      Stan ADVI full-rank
 minibatch       ``branch`` (B)       numpyro native AutoNormal (B, subsampled plate), numpyro AutoSemiDAIS (B)
-==============  ===================  ==========================================================================
+==============  ===================  =========================================================================
 
 Pathfinder (``blackjax-pathfinder``: one L-BFGS run; ``stan-pathfinder``) is shown **beside** every
 full-data family at the same N (:data:`BESIDE`): it is not a member of the family (its q is its own), so
