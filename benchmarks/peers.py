@@ -317,9 +317,7 @@ def markdown(tables: list[dict[str, Any]]) -> str:
         for group in table["groups"]:
             for r in group["rows"]:
                 elbo = f"{r['elbo']:,.2f} ± {r['elbo_se']:.2f}" if _finite(r["elbo"]) else "–"
-                tuning = (
-                    f"{r['tuning_s']:.1f} ({r['tuning_runs']} runs)" if _finite(r["tuning_s"]) else "–"
-                )
+                tuning = f"{r['tuning_s']:.1f} ({r['tuning_runs']} runs)" if _finite(r["tuning_s"]) else "–"
                 out.append(
                     f"| {group['N']:,} | `{r['method']}` | {r['library']} | {_num(r['steps'], ',')} | {elbo} "
                     f"| {_with_ratio(r['steps_per_s'], r['steps_per_s_x_ours'], ',.1f')} "

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import optimal_meanfield_kl
 from numpyro.infer.util import log_density
-from test_methods import optimal_meanfield_kl
 
 from hierbench.datasets.base import ParamError, log_joint
 from hierbench.harness import run_one

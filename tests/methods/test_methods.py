@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import SMALL_DATA_PARAMS
+from conftest import SMALL_DATA_PARAMS, optimal_meanfield_kl
 
 from hierbench.datasets import DATASETS
 from hierbench.datasets.base import ParamError, log_joint
@@ -41,24 +41,6 @@ LOG_Q_CASES = [
     if m != "numpyro-native-semidais"
 ] + [("amortized", {"head": "potential"})]
 LINEAR10 = {"N": 10, "n": 20, "d": 10, "seed": 0}
-
-
-def optimal_meanfield_kl(model) -> float:
-    """½(Σ_k log Λ_kk − log det Λ) for the joint posterior precision Λ of (θ, z).
-
-    Λ is block-arrow: θθ block (1 + N)·I, z_i z_i blocks P_i = I + X_iᵀX_i, θ z_i blocks −I; its log det
-    is Σ_i log det P_i + log det of the Schur complement, which is θ's marginal posterior precision.
-    """
-    ex = model.exact
-    prec_local = np.linalg.inv(ex.local_cov)  # P_i
-    diag = np.concatenate(
-        [
-            np.full(model.dim_global, 1.0 + model.num_groups),
-            np.diagonal(prec_local, axis1=-2, axis2=-1).ravel(),
-        ]
-    )
-    log_det = np.linalg.slogdet(np.linalg.inv(ex.global_cov))[1] + np.linalg.slogdet(prec_local)[1].sum()
-    return 0.5 * (np.log(diag).sum() - log_det)
 
 
 def test_optimal_meanfield_kl_matches_dense_formula(linear10):
