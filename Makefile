@@ -64,10 +64,10 @@ paper: setup  ## the paper's four sweeps (resumable; JOBS=K), then `make figures
 	$(VENV)/bin/hierbench figures --out results/paper || status=$$?; \
 	exit $$status
 
-peers: setup  ## ours vs numpyro side by side (experiments/peers.toml) -> results/peers/ (~13 min)
+peers: setup  ## ours vs every peer, one table per model and family (experiments/peers.toml) -> results/peers/ (~45 min)
 	$(VENV)/bin/hierbench peers --out results/peers
 
-perf: setup  ## performance suite: one step per family, ours vs numpyro, vs the floor -> results/perf/
+perf: setup  ## performance suite: one step per family, ours vs numpyro (on our joint and native), vs the floor -> results/perf/
 	@mkdir -p results/perf
 	$(PY) -m pytest benchmarks/perf -q -p no:xdist -p no:cacheprovider --benchmark-json=results/perf/benchmark.json \
 	  --perf-summary=results/perf/summary.md

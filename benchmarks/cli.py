@@ -336,7 +336,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hierbench", description=__doc__.splitlines()[0])
     commands = (
-        "{list,run,reference,references,export,report,bench,peers,torch-bench,baseline,regress,sweep,scale}"
+        "{list,run,reference,references,export,report,figures,bench,peers,torch-bench,baseline,regress,"
+        "sweep,scale}"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar=commands)
     sub.add_parser("list", help="methods and datasets with their parameters").set_defaults(func=cmd_list)
@@ -436,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     bench.set_defaults(func=cmd_bench)
 
-    peers = sub.add_parser("peers", help="ours vs numpyro side by side (what `make peers` runs)")
+    peers = sub.add_parser(
+        "peers", help="ours vs every peer, one table per model and family (what `make peers` runs)"
+    )
     peers.add_argument("--out", default="results/peers", help="folder for records.jsonl and summary.md")
     peers.add_argument("--quick", action="store_true", help="N=10, 200 steps: a smoke test in seconds")
     peers.add_argument("--report-only", action="store_true", help="re-tabulate the existing records")

@@ -6,8 +6,8 @@ in :mod:`hierbench.datasets.base`).  To add a dataset:
 1. write ``datasets/<name>.py`` with ``make``; give ``make`` keyword params with defaults,
    validate them with :class:`~hierbench.datasets.base.ParamError`, and start its docstring with
    a one-line description (shown by `hierbench list`); beside it, ``TEST_PARAMS`` names the data
-   params of a small, fast instance, which the contract tests (``tests/test_datasets.py``,
-   ``tests/test_methods.py``) build;
+   params of a small, fast instance, which the contract tests (``tests/datasets/test_datasets.py``,
+   ``tests/methods/test_methods.py``) build;
 2. add one line ``"<name>": <module>.make`` to :data:`DATASETS` below.
 
 A Stan program, ``datasets/stan/<name with '-' → '_'>.stan`` on ``model.stan_data``, is optional:

@@ -13,7 +13,7 @@
   runs the same posterior.  ``movielens-synth`` has movielens-small's model and takes its program.
 
 Every Stan program keeps the normalizing constants, so its ``lp__`` equals our log joint at the same
-unconstrained point (``tests/test_stan.py``).
+unconstrained point (``tests/datasets/test_stan.py``).
 """
 
 from __future__ import annotations

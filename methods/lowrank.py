@@ -55,4 +55,6 @@ def build_family(model: HierModel, rank: int = 5, init_sd: float = 0.1, init_fac
         log_det = 2.0 * xp.sum(xp.log(sd)) + 2.0 * xp.sum(xp.log(xp.linalg.diagonal(cap_chol)))
         return -0.5 * (quad + log_det + dim * g.LOG_2PI)
 
-    return g.joint_family(model, init_params, draw_vec, log_q_vec, lambda s: [(s, dim), (s, rank)])
+    return g.joint_family(
+        model, init_params, draw_vec, log_q_vec, lambda s: [(s, dim), (s, rank)], split_noise=True
+    )

@@ -34,4 +34,4 @@ def build_family(model: HierModel, init_sd: float = 0.1) -> Family:
     def log_q_vec(params, v):
         return g.diag_normal_logpdf(v - params["mean"], softplus(params["raw_sd"]))
 
-    return g.joint_family(model, init_params, draw_vec, log_q_vec, lambda s: [(s, dim)])
+    return g.joint_family(model, init_params, draw_vec, log_q_vec, lambda s: [(s, dim)], split_noise=True)

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import optimal_meanfield_kl
 from numpyro.infer.util import log_density
-from test_methods import optimal_meanfield_kl
 
 from hierbench.datasets.base import ParamError, log_joint
 from hierbench.harness import run_one
@@ -167,43 +167,243 @@ def test_stan_vi_with_cmdstanpy_records_ok(method, monkeypatch, tmp_path):
     assert rec["compile_s"] >= 0 and rec["wall_s"] >= 0
 
 
-def test_peer_comparison_table():
-    from hierbench.peers import compare, markdown, time_to_common_target
+# ---------------------------------------------------------------------------------------------------
+# `hierbench peers`: the plan (experiments/peers.toml) and the table (hierbench.peers)
+
+
+def _plan(quick: bool = False) -> list:
     from hierbench.suites.experiment import expand, find_experiment, load_experiment
 
-    runs = [c.kwargs for c in expand(load_experiment(find_experiment("peers")))]
-    assert {(r["method"], r["data_params"]["N"]) for r in runs if r["method"].startswith("numpyro")} == {
-        ("numpyro-autonormal", 100),
-        ("numpyro-autonormal", 1000),
-        ("numpyro-autolowrank", 100),
-        ("numpyro-autolowrank", 1000),
-        ("numpyro-automvn", 10),
-        ("numpyro-automvn", 1000),  # per-step speed only: 20 steps
+    return expand(load_experiment(find_experiment("peers")), quick=quick)
+
+
+def _comparisons(cells: list) -> dict[tuple, list]:
+    """The plan's cells by (dataset, N, family), in plan order."""
+    from hierbench.peers import family_of
+
+    out: dict[tuple, list] = {}
+    for c in cells:
+        k = c.kwargs
+        family = family_of({"method": k["method"], "method_params": k["method_params"]})
+        out.setdefault((k["dataset"], k["data_params"]["N"], family.name if family else None), []).append(c)
+    return out
+
+
+def test_peers_plan_has_every_peer_of_every_family():
+    from hierbench.peers import BESIDE, FAMILIES
+
+    cells = _plan()
+    groups = _comparisons(cells)
+    assert {k["dataset"] for k in (c.kwargs for c in cells)} == {"hier-linear", "hier-logistic"}
+    assert all(c.kwargs["data_params"]["n"] == 20 and c.kwargs["data_params"]["d"] == 10 for c in cells)
+    sizes = {f.name: {"hier-linear": set(), "hier-logistic": set()} for f in FAMILIES}
+    for dataset, n, family in groups:
+        if family is not None:
+            sizes[family][dataset].add(n)
+    for dataset in ("hier-linear", "hier-logistic"):
+        assert sizes["mean-field"][dataset] == sizes["low-rank"][dataset] == {100, 1000}
+        assert sizes["full-rank"][dataset] == {10, 1000}  # D = 110 to convergence; D = 10,010 speed only
+        assert sizes["minibatch"][dataset] == {1000, 10_000}
+    pyro_only_at = {"pyro-autonormal": {100}, "pyro-autolowrank": {100}, "pyro-automvn": {10, 1000}}
+    for family in FAMILIES:
+        for (dataset, n, name), members in groups.items():
+            if name != family.name:
+                continue
+            methods = [c.kwargs["method"] for c in members]
+            expected = [m for m in family.methods if n in pyro_only_at.get(m, {n})]
+            if n == 1000 and family.name == "full-rank":
+                expected = [m for m in expected if not m.startswith("stan-")]  # speed rows: no Stan
+            assert sorted(methods) == sorted(expected), (dataset, n, family.name)
+            assert methods[0] == family.ours  # ours first
+    # Pathfinder beside every full-data family, at each of its sizes
+    for dataset in ("hier-linear", "hier-logistic"):
+        for n in (10, 100, 1000):
+            assert sorted(c.kwargs["method"] for c in groups[(dataset, n, None)]) == sorted(BESIDE)
+            assert all(c.kwargs["steps"] == c.kwargs["checkpoints"] == 1 for c in groups[(dataset, n, None)])
+
+
+def test_peers_plan_runs_a_comparison_together_and_tunes_alike():
+    """The tuned runs of one comparison are adjacent in the plan, with the same data, steps, scoring and
+    tuning budget; Pyro trains on torch; a method with no step size of ours is not tuned."""
+    from hierbench.peers import NO_STEP_SIZE
+
+    cells = _plan()
+    for (dataset, n, family), members in _comparisons(cells).items():
+        tuned = [c for c in members if c.kwargs.get("tune")]
+        if not tuned:
+            continue
+        index = [cells.index(c) for c in tuned]
+        assert index == list(range(index[0], index[0] + len(index))), (dataset, n, family)
+        for key in ("data_params", "steps", "checkpoints", "eval_draws", "tune", "tune_once"):
+            assert len({repr(c.kwargs.get(key)) for c in tuned}) == 1, (dataset, n, family, key)
+        once = tuned[0].kwargs["tune_once"]
+        assert once["seed"] == 0 and once["steps"] < tuned[0].kwargs["steps"]
+    for c in cells:
+        k = c.kwargs
+        assert (k.get("backend") == "torch") == k["method"].startswith("pyro-")
+        if k["method"] in NO_STEP_SIZE:
+            assert "tune" not in k
+        elif not (k["method_params"].get("max_dim") and k["data_params"]["N"] == 1000):
+            assert k["tune"] == "lr"  # every method with a step size, but the speed-only rows
+
+
+def test_peers_plan_passes_the_sweeps_checks():
+    from hierbench.suites.validate import validate
+
+    for quick in (False, True):
+        validate(_plan(quick), "peers")
+
+
+def test_peers_quick_plan_covers_every_family_small():
+    from hierbench.peers import FAMILIES
+
+    cells = _plan(quick=True)
+    assert {c.kwargs["dataset"] for c in cells} == {"hier-linear"}
+    assert all(c.kwargs["data_params"]["N"] <= 20 for c in cells)
+    methods = {c.kwargs["method"] for c in cells}
+    assert all(set(f.methods) <= methods for f in FAMILIES)
+
+
+def _record(method, elbos, steps_per_s, *, n=100, status="ok", compile_s=1.0, lr=None, tuning=None, **extra):
+    trace = [{"step": i, "wall_s": float(i), "elbo": e, "elbo_se": 0.1} for i, e in enumerate(elbos)]
+    rec = {
+        "method": method,
+        "dataset": "hier-linear",
+        "num_groups": n,
+        "data_params": {"N": n},
+        "method_params": {"lr": lr} if lr is not None else {},
+        "status": status,
+        "elbo": elbos[-1] if status == "ok" else None,
+        "elbo_se": 0.1,
+        "steps": 2000,
+        "steps_per_s": steps_per_s,
+        "compile_s": compile_s,
+        "trace": trace,
     }
-    # ours and numpyro's run with the same settings, pair by pair
-    for a, b in zip(runs[::2], runs[1::2], strict=True):
-        assert a["method_params"] == b["method_params"] and a["steps"] == b["steps"]
-        assert a["data_params"] == b["data_params"] and not a["method"].startswith("numpyro")
+    if tuning is not None:
+        rec["tuning"] = tuning
+    return rec | extra
 
-    def rec(method, elbos, steps_per_s):
-        trace = [{"step": i, "wall_s": float(i), "elbo": e, "elbo_se": 0.1} for i, e in enumerate(elbos)]
-        return {
-            "method": method,
-            "dataset": "hier-linear",
-            "num_groups": 100,
-            "status": "ok",
-            "elbo": elbos[-1],
-            "elbo_se": 0.1,
-            "steps": 2000,
-            "steps_per_s": steps_per_s,
-            "compile_s": 1.0,
-            "trace": trace,
-        }
 
-    ours = rec("meanfield", [-100.0, -20.0, -10.0, -9.0], 200.0)
-    theirs = rec("numpyro-autonormal", [-100.0, -50.0, -15.0, -10.0], 100.0)
-    assert time_to_common_target(ours, -10.0) == 2.0 and time_to_common_target(theirs, -10.0) == 3.0
-    (row,) = compare([ours, theirs])
-    assert row["target_elbo"] == -10.0 and row["tt_target_ratio"] == pytest.approx(2 / 3)
-    assert row["steps_per_s_ratio"] == 2.0
-    assert "meanfield vs autonormal" in markdown([row])
+def _tuning(chosen):
+    return {
+        "param": "lr",
+        "grid": [0.1, 0.025],
+        "chosen": chosen,
+        "points": [{"lr": 0.1}, {"lr": 0.025}],
+        "total_wall_s": 10.0,
+        "total_compile_s": 2.5,
+        "shared": True,
+    }
+
+
+def test_peers_table_from_records():
+    from hierbench.peers import compare, markdown, time_to_common_target
+
+    ours = _record("meanfield", [-100.0, -20.0, -10.0, -9.0], 200.0, tuning=_tuning(0.1), lr=0.1)
+    numpyro = _record("numpyro-autonormal", [-100.0, -50.0, -15.0, -10.0], 100.0, compile_s=2.0)
+    pyro = _record(
+        "pyro-autonormal", [-100.0, -60.0], 50.0, status="diverged", error="non-finite loss | at 7"
+    )
+    stan = _record("stan-advi-meanfield", [], None, status="unavailable", error="no CmdStan; install it")
+    pathfinder = _record("blackjax-pathfinder", [-100.0, -9.5], 0.5, compile_s=4.0)
+    tuning_run = _record("meanfield", [-100.0, -1.0], 1.0, role="tuning")  # never a row
+    other = _record("branch", [-100.0, -30.0], 10.0, n=1000, method_params={"batch_groups": 32})
+    assert time_to_common_target(ours, -10.0) == 2.0 and time_to_common_target(numpyro, -10.0) == 3.0
+
+    tables = compare([ours, numpyro, pyro, stan, pathfinder, tuning_run, other])
+    assert [(t["dataset"], t["family"]) for t in tables] == [
+        ("hier-linear", "mean-field"),
+        ("hier-linear", "minibatch"),
+    ]
+    (group,) = tables[0]["groups"]
+    # the target: the lowest final ELBO of the family's ok runs (not Pathfinder's, beside the family)
+    assert group["N"] == 100 and group["target"] == -10.0 and group["target_by"] == "numpyro-autonormal"
+    rows = {r["method"]: r for r in group["rows"]}
+    assert [r["method"] for r in group["rows"]] == [
+        "meanfield",
+        "numpyro-autonormal",
+        "pyro-autonormal",
+        "stan-advi-meanfield",
+        "blackjax-pathfinder",
+    ]
+    # ratios are this row / ours
+    assert rows["meanfield"]["steps_per_s_x_ours"] == 1.0
+    assert rows["numpyro-autonormal"]["steps_per_s_x_ours"] == 0.5
+    assert rows["numpyro-autonormal"]["tt_target_x_ours"] == pytest.approx(3 / 2)
+    assert rows["numpyro-autonormal"]["compile_s_x_ours"] == 2.0
+    assert (
+        rows["blackjax-pathfinder"]["tt_target"] == 1.0 and rows["blackjax-pathfinder"]["steps_per_s"] is None
+    )
+    # the tuning: chosen lr and the grid's cost; an untuned run shows its default lr
+    assert rows["meanfield"]["lr"] == 0.1 and rows["meanfield"]["tuned"]
+    assert rows["meanfield"]["tuning_s"] == 12.5 and rows["meanfield"]["tuning_runs"] == 2
+    assert rows["numpyro-autonormal"]["tuning_s"] is None and not rows["numpyro-autonormal"]["tuned"]
+    # a failed run: its status and error, never a number
+    for failed in (rows["pyro-autonormal"], rows["stan-advi-meanfield"]):
+        assert failed["status"] != "ok" and failed["error"]
+        numbers = ("elbo", "steps_per_s", "tt_target", "compile_s", "lr", "tuning_s", "steps")
+        assert all(failed[k] is None for k in numbers)
+        assert all(failed[f"{k}_x_ours"] is None for k in ("steps_per_s", "tt_target", "compile_s"))
+
+    text = markdown(tables)
+    assert "## hier-linear: mean-field" in text and "## hier-linear: minibatch" in text
+    assert "target ELBO -10.00 (set by numpyro-autonormal)" in text
+    lines = {line.split("|")[2].strip(): line for line in text.splitlines() if line.startswith("| 100 ")}
+    assert "200.0 (1.00×)" in lines["`meanfield`"] and "0.1 tuned" in lines["`meanfield`"]
+    assert "12.5 (2 runs)" in lines["`meanfield`"]
+    assert (
+        "100.0 (0.50×)" in lines["`numpyro-autonormal`"] and "3.00 (1.50×)" in lines["`numpyro-autonormal`"]
+    )
+    assert "**diverged**: non-finite loss \\| at 7" in lines["`pyro-autonormal`"]
+    assert "-60" not in lines["`pyro-autonormal`"] and "50.0" not in lines["`pyro-autonormal`"]
+    assert "**unavailable**: no CmdStan" in lines["`stan-advi-meanfield`"]
+    assert "none (L-BFGS)" in lines["`blackjax-pathfinder`"]
+
+
+def test_peers_table_when_ours_failed():
+    """Without an ok run of ours there is no ratio; the others keep their numbers and the target."""
+    from hierbench.peers import compare
+
+    ours = _record("dense", [-100.0], 1.0, n=1000, status="diverged", error="factor broke down")
+    peer = _record("numpyro-automvn", [-100.0, -50.0], 0.3, n=1000)
+    ((group,),) = [t["groups"] for t in compare([ours, peer])]
+    dense, mvn = group["rows"]
+    assert group["target"] == -50.0 and dense["steps_per_s"] is None
+    assert mvn["steps_per_s"] == 0.3 and mvn["steps_per_s_x_ours"] is None and mvn["tt_target"] == 1.0
+
+
+def test_peers_report_only_writes_the_summary(tmp_path, capsys):
+    import json
+
+    from hierbench.cli import main
+    from hierbench.records import new_record
+
+    records = tmp_path / "records.jsonl"
+    lines = []
+    for method, elbos, sps in (
+        ("meanfield", [-100.0, -9.0], 200.0),
+        ("numpyro-autonormal", [-100.0, -10.0], 100.0),
+    ):
+        rec = new_record(method, "hier-linear", {"N": 100}) | _record(method, elbos, sps)
+        lines.append(json.dumps(rec))
+    records.write_text("\n".join(lines) + "\n")
+    assert main(["peers", "--report-only", "--out", str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## hier-linear: mean-field" in summary and "0.50×" in summary
+    assert summary in capsys.readouterr().out
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically: no temporary left
+
+
+@pytest.mark.slow
+def test_peers_quick_end_to_end(tmp_path):
+    """`hierbench peers --quick`: every comparison at N = 10 (a few minutes on 2 cores)."""
+    from hierbench.cli import main
+    from hierbench.peers import FAMILIES
+
+    assert main(["peers", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    for family in FAMILIES:
+        assert f"## hier-linear: {family.name}" in summary
+        assert all(f"`{m}`" in summary for m in family.methods)
+    assert "`blackjax-pathfinder`" in summary and "tuned" in summary

@@ -85,7 +85,9 @@ def check_run(kwargs: dict[str, Any]) -> None:
         if kwargs.get("budget_s") is not None or kwargs.get("tune") is not None:
             raise ParamError(f"budget_s and tune apply to VI methods; {method!r} is a sampler")
         return
-    check_method_values(method, _frozen(params))
+    steps = kwargs.get("steps")
+    # the run's own step count where it has one (a method may accept only some, e.g. Pathfinder's 1)
+    check_method_values(method, _frozen(params), steps if isinstance(steps, int) and steps > 0 else 10)
     shape = dataset_shape(dataset, data_params)
     if shape is not None:
         check_against_shape(method, params, shape)
@@ -118,7 +120,7 @@ def check_dataset(dataset: str, frozen_params: tuple) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=256)
-def check_method_values(method: str, frozen_params: tuple) -> None:
+def check_method_values(method: str, frozen_params: tuple, steps: int = 10) -> None:
     """Build the VI method on a tiny model, so that its own value checks run; anything but a
     :class:`ParamError` (``Infeasible``) depends on the real model and is left to the run."""
     from hierbench.registry import lookup
@@ -129,7 +131,7 @@ def check_method_values(method: str, frozen_params: tuple) -> None:
     params.pop("batch_groups", None)
     params.pop("rank", None)
     try:
-        factory(_tiny_model(), **(params | {"steps": 10}))
+        factory(_tiny_model(), **(params | {"steps": steps}))
     except ParamError:
         raise
     except Exception:

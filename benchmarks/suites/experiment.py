@@ -126,7 +126,7 @@ RUN_KEYS = (
     "cases",
 )
 CASE_KEYS = tuple(k for k in RUN_KEYS if k not in ("label", "cases"))
-# run_one's defaults (tests/test_sweep.py checks they agree)
+# run_one's defaults (tests/suites/test_sweep.py checks they agree)
 RUN_DEFAULTS: dict[str, Any] = {"seeds": 0, "steps": 10_000, "checkpoints": 20, "eval_draws": 1000}
 
 

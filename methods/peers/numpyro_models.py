@@ -5,8 +5,8 @@ row an observation, its covariates, its response and its ``group``), samples the
 distributions, the locals under ``numpyro.plate("groups", N)``, and observes every row under a plate
 over rows.  Priors and transforms are the dataset's (its module docstring): a σ with a half-normal
 prior is ``dist.HalfNormal`` (numpyro's unconstrained coordinate is log σ, our θ's), τ of eight schools
-``dist.HalfCauchy``.  ``tests/test_native_models.py`` checks, for every dataset, that numpyro's log
-density at an unconstrained point (``potential_energy``, log-Jacobians included) equals
+``dist.HalfCauchy``.  ``tests/methods/peers/test_native_models.py`` checks, for every dataset, that
+numpyro's log density at an unconstrained point (``potential_energy``, log-Jacobians included) equals
 :func:`~hierbench.datasets.base.log_joint` at the same (θ, z).
 
 A model comes in two parts, as numpyro's ``AutoSemiDAIS`` wants them: ``global_model(rows)`` samples

@@ -4,7 +4,7 @@ The model is what a Pyro user writes (:func:`hier_regression`): θ ~ N(0, I_d) w
 distributions, ``pyro.plate("groups", N)`` over z_i ~ N(θ, I_d), and the observed rows (flat:
 ``x``, ``y``, ``group``, :func:`~hierbench.datasets.base.flatten_groups`) under a plate over rows, with
 ``y ~ Normal(x·z[group], 1)`` or ``Bernoulli(logits=x·z[group])``; indexing with ``...`` so Pyro's
-vectorized particles work.  ``tests/test_pyro_peers.py`` checks its log density against
+vectorized particles work.  ``tests/methods/peers/test_native_models.py`` checks its log density against
 :func:`~hierbench.datasets.base.log_joint`.
 
 ==========================  =====================================  ==========

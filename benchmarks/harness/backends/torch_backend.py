@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-# optax.adam's defaults (tests/test_torch_backend.py checks them against optax's signature).  torch's
+# optax.adam's defaults (tests/harness/test_torch_backend.py checks them against optax's signature).  torch's
 # Adam computes the same update: m̂ / (√v̂ + eps) with both bias corrections and eps outside the root.
 ADAM_B1 = 0.9
 ADAM_B2 = 0.999

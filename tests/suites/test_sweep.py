@@ -375,7 +375,7 @@ def test_watchdog_with_two_workers_reruns_only_the_innocent_cell(tmp_path, monke
 @pytest.mark.parametrize("name", ["scaling", "accuracy", "movielens", "theta_collapse"])
 def test_shipped_experiments_are_valid(name):
     assert name in available_experiments()
-    exp = load_experiment(Path(__file__).parent.parent / "benchmarks" / "experiments" / f"{name}.toml")
+    exp = load_experiment(Path(__file__).parents[2] / "benchmarks" / "experiments" / f"{name}.toml")
     assert exp.name == name and exp.description
     for quick in (False, True):
         cells = expand(exp, quick=quick)

@@ -438,7 +438,7 @@ def test_torch_bench_plan_and_outputs(tmp_path):
     for run in runs:
         options = run.kwargs.get("backend_options")
         assert (options or {}).get("device") == ("cuda" if run.kwargs["backend"] == "torch" else None)
-    committed = Path(__file__).parents[1] / "results" / "torch" / "records.jsonl"
+    committed = Path(__file__).parents[2] / "results" / "torch" / "records.jsonl"
     records = [json.loads(line) for line in committed.read_text().splitlines()]
     paths = write_outputs(records, tmp_path)
     assert "| meanfield | 100 |" in paths["md"].read_text()
