@@ -14,8 +14,8 @@ measured on hier-linear (d = 10, n = 20; 10,000 steps, lr 3e-3, STL, KL from the
   Adam normalizes to lr-sized steps, so with posterior scales ≈ 0.1-0.3 they random-walk to many times
   their row's scale.  At N = 10 (D = 110) that left KL 1.59, 16.6, 59.2, 18.0, 25.3 nats for seeds
   0-4.  Scaling the rows (U in units of s) lands: KL ≤ 4e-5 (Monte Carlo noise) for seeds 0, 1, 2, 3,
-  7 (3 also on torch) and at n = 100 (seeds 4, 11); ``tests/test_defaults.py`` holds seeds 0-4 to
-  0.05 on both backends.
+  7 (3 also on torch) and at n = 100 (seeds 4, 11); ``tests/methods/test_defaults.py`` holds
+  seeds 0-4 to 0.05 on both backends.
 * With U's step at lr, its D²/2 entries still random-walk once D is large: KL 149 at N = 50
   (D = 510), 1.7e4 or ``diverged`` (Var[log q] 1e68× D/2) at N = 100 (D = 1,010); lr 1e-3 for all
   parameters still left 49 there.  A smaller step on U alone lands: at N = 50 gains 0.2 / 0.1
