@@ -52,7 +52,7 @@ sweep: setup  ## an experiment of benchmarks/experiments/: make sweep EXP=scalin
 	$(VENV)/bin/hierbench sweep $(EXP) --jobs $(JOBS) $(if $(QUICK),--quick)
 
 figures: setup  ## every figure and table of the paper's experiments from the stored records -> results/paper/
-	$(PY) -m hierbench.paper --out results/paper
+	$(VENV)/bin/hierbench figures --out results/paper
 
 # A sweep with failed cells (exit 1) does not stop the others: their records are kept, the tables show
 # the failures, and the exit status is still the failure's.
@@ -61,7 +61,7 @@ paper: setup  ## the paper's four sweeps (resumable; JOBS=K), then `make figures
 	status=0; for exp in $(PAPER_EXPERIMENTS); do \
 	  $(VENV)/bin/hierbench sweep $$exp --jobs $(JOBS) || status=$$?; \
 	done; \
-	$(PY) -m hierbench.paper --out results/paper || status=$$?; \
+	$(VENV)/bin/hierbench figures --out results/paper || status=$$?; \
 	exit $$status
 
 peers: setup  ## ours vs numpyro side by side (experiments/peers.toml) -> results/peers/ (~13 min)
@@ -73,8 +73,8 @@ perf: setup  ## performance suite: one step per family, ours vs numpyro, vs the 
 	  --perf-summary=results/perf/summary.md
 
 SCALE_ARGS ?=
-scale: setup  ## amortized VI on MovieLens-25M-shaped data (162,541 users, 25M ratings), never padded -> results/scale/
-	$(PY) -m hierbench.scale --out results/scale $(SCALE_ARGS)
+scale: setup  ## experiments/scale.toml: minibatch VI on MovieLens-25M-shaped data (162,541 users), never padded, + summary -> results/scale/
+	$(VENV)/bin/hierbench scale --out results/scale $(SCALE_ARGS)
 
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check benchmarks datasets methods tests

@@ -1,8 +1,21 @@
-"""The folder ``benchmarks/`` is the package ``hierbench``; ``datasets/``, ``methods/`` are subpackages.
+"""The folder ``benchmarks/`` is the package ``hierbench``; ``datasets/`` and ``methods/`` are subpackages.
 
 hierbench is a benchmark suite for approximate inference on hierarchical Bayesian models.  Data flows
-one way: dataset (:mod:`hierbench.datasets`) → model → method (:mod:`hierbench.methods`) → harness
-(:mod:`hierbench.harness`) → record (:mod:`hierbench.records`) → report (:mod:`hierbench.report`).
+one way: dataset → model → method → harness → record → report.  The map:
+
+- :mod:`hierbench.datasets` (``datasets/``): the models and their data; :mod:`hierbench.methods`
+  (``methods/``): the VI families, samplers and peers; :mod:`hierbench.registry`: names → factories;
+- :mod:`hierbench.harness`: one run, timed fairly (loop, budget, JAX and torch backends);
+  :mod:`hierbench.scoring`, :mod:`hierbench.accuracy`, :mod:`hierbench.reference`: scores against the
+  truth; :mod:`hierbench.records`: the record schema and its one reader;
+- :mod:`hierbench.suites` (plans in ``experiments/*.toml``, sweeps over them, the regression gate),
+  :mod:`hierbench.bench`, :mod:`hierbench.peers`, :mod:`hierbench.torch_bench`,
+  :mod:`hierbench.scale`: what runs grids of runs;
+- :mod:`hierbench.reports`: records in, tables and figures out (``hierbench report``, the paper's
+  figures in :mod:`hierbench.reports.paper`, time to target);
+- :mod:`hierbench.perf`: the cost of one step against its analytic floor (``make perf``);
+- :mod:`hierbench.cli` (``hierbench ...``) and :mod:`hierbench.api` (notebooks) on top; ``_io`` and
+  ``_jax`` hold file plumbing and JAX settings.
 
 For notebooks (:mod:`hierbench.api`)::
 

@@ -87,7 +87,8 @@ def run(
         Optimization steps (default :func:`~hierbench.harness.run_one`'s).
     **options
         Further keyword arguments of :func:`~hierbench.harness.run_one`: ``eval_draws``,
-        ``checkpoints``, ``budget_s``, ``backend``, ``backend_options``, ``references``, ``progress``.
+        ``checkpoints``, ``budget_s``, ``chunk_steps``, ``scoring``, ``backend``, ``backend_options``,
+        ``references``, ``progress``.
 
     Returns
     -------

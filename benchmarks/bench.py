@@ -1,6 +1,6 @@
 """``hierbench bench`` (``make bench``): the default benchmark, or the accuracy plan, run by the sweep.
 
-The grids are experiment files, run like any other by :func:`hierbench.sweep.run_sweep`:
+The grids are experiment files, run like any other by :func:`hierbench.suites.sweep.run_sweep`:
 
 - ``experiments/bench.toml`` (``--plan default``): the five families on ``hier-linear`` (n = 20, d = 10),
   N ∈ {10, 100, 1000}, seed 0; ``dense`` is recorded ``infeasible`` where its D×D factor exceeds its
@@ -9,7 +9,7 @@ The grids are experiment files, run like any other by :func:`hierbench.sweep.run
   reference, at its default size, scored against the stored references (``make references`` first).
 
 A bench run starts a fresh records file (the previous one is kept as ``records.prev.jsonl``), then writes
-the report (:func:`hierbench.report.write_report`: ``summary.md``, ``summary.csv``, ``trace.csv`` and
+the report (:func:`hierbench.reports.report.write_report`: ``summary.md``, ``summary.csv``, ``trace.csv`` and
 figures) beside it.
 """
 
@@ -74,8 +74,9 @@ def run_bench(
         raised or its worker died (an ``error`` record).
     """
     from hierbench.records import read_records
-    from hierbench.report import write_report
-    from hierbench.sweep import expand, find_experiment, load_experiment, run_sweep
+    from hierbench.reports.report import write_report
+    from hierbench.suites.experiment import expand, find_experiment, load_experiment
+    from hierbench.suites.sweep import run_sweep
 
     if plan not in PLANS:
         raise ParamError(f"unknown plan {plan!r}; valid: {', '.join(PLANS)}")
@@ -88,7 +89,7 @@ def run_bench(
         shutil.move(records_path, out / "records.prev.jsonl")
     t0 = time.perf_counter()
     result = run_sweep(experiment, records_path, jobs=jobs, progress=progress, cells=cells)
-    write_report(read_records([records_path]), out)
+    write_report(read_records([records_path]), out, sources=[str(records_path)])
     print(
         f"bench finished in {time.perf_counter() - t0:.0f}s; records: {records_path}; "
         f"summary: {out / 'summary.md'}"

@@ -8,15 +8,14 @@ Exit codes: 0 success, 1 a run that did not finish ``ok`` (regress: a regression
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from hierbench._io import REFERENCES_DIR, REPO_ROOT, atomic_write_text, check_writable
 from hierbench.datasets import DATASETS
-from hierbench.datasets.base import ParamError, flatten_groups
+from hierbench.datasets.base import ParamError
+from hierbench.datasets.export import export
 from hierbench.methods import METHODS
 from hierbench.records import append_record, read_records
 from hierbench.registry import build_model, describe, parameters, parse_params
@@ -27,33 +26,34 @@ def _params_line(kind: str, factory) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    w = max(16, *(len(name) for name in [*DATASETS, *METHODS]))
     print("Datasets (--dataset NAME --data-param key=value):")
     for name, factory in DATASETS.items():
-        print(f"  {name:16s} {describe(factory)}\n  {'':16s} params: {_params_line('dataset', factory)}")
+        print(f"  {name:{w}s} {describe(factory)}\n  {'':{w}s} params: {_params_line('dataset', factory)}")
     print("\nMethods (--method NAME --method-param key=value):")
     for name, factory in METHODS.items():
-        print(f"  {name:16s} {describe(factory)}\n  {'':16s} params: {_params_line('method', factory)}")
+        print(f"  {name:{w}s} {describe(factory)}\n  {'':{w}s} params: {_params_line('method', factory)}")
         reason = getattr(factory, "unavailable", lambda: None)()  # a backend this machine lacks
         if reason:
-            print(f"  {'':16s} UNAVAILABLE here: {reason}")
+            print(f"  {'':{w}s} UNAVAILABLE here: {reason}")
+        note = getattr(factory, "note", lambda: None)()  # how it runs here (e.g. which Stan backend)
+        if note:
+            print(f"  {'':{w}s} note: {note}")
     return 0
 
 
 def _check_out(path: str | None, suffix: str) -> Path:
+    """The ``--out`` file, refused at once (exit 2) when missing or not writable: before any work."""
     if not path:
         raise ParamError(f"--out FILE{suffix} is required")
-    return Path(path)
+    return check_writable(path)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from hierbench.harness import run_one
 
     out = _check_out(args.out, ".jsonl")
-    # validate names and parameters up front so bad input is an exit-2 message, not a record
-    parse_params("method", args.method, args.method_param)
-    build_model(args.dataset, parse_params("dataset", args.dataset, args.data_param))
-    if args.steps < 1:
-        raise ParamError(f"--steps must be >= 1, got {args.steps}")
+    # bad input is an exit-2 message before any work (run_one's check_run, raise_param_errors), not a record
     record = run_one(
         args.method,
         args.dataset,
@@ -64,14 +64,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         eval_draws=args.eval_draws,
         checkpoints=args.checkpoints,
         raise_param_errors=True,
-        references=None if args.references in ("", "none") else args.references,
+        references=_references(args.references),
         backend=args.backend,
         backend_options=_backend_options(args),
         budget_s=args.budget_s,
+        save_reference=args.save_reference,
+        tune=args.tune,
     )
     append_record(out, record)
     _print_result(record, out)
-    return 0 if record["status"] == "ok" else 1
+    if record.get("accuracy") is None and str(record.get("reference", "")).startswith("no reference stored"):
+        print(
+            f"hierbench run: no accuracy scores: {record['reference']} (run from the hierbench checkout, "
+            "or give --references DIR)",
+            file=sys.stderr,
+        )
+    # an MCMC run whose gate failed is not a usable result either
+    return 0 if record["status"] == "ok" and record.get("gate_passed") is not False else 1
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
@@ -110,8 +119,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
         print(f"  {verdict}  {check['check']:12s} {check['value']:.5g} ({check['rule']})")
     if args.summary:
         summary = Path(args.summary)
-        summary.parent.mkdir(parents=True, exist_ok=True)
-        ref.summary().to_csv(summary, index=False, float_format="%.6g")
+        atomic_write_text(summary, ref.summary().to_csv(index=False, float_format="%.6g"))
         print(f"summary ({len(ref.natural_names)} coordinates) -> {summary}")
     if not ref.accepted:
         failed = "; ".join(ref.failed_checks)
@@ -143,7 +151,16 @@ def _backend_options(args: argparse.Namespace) -> dict | None:
 
 
 def _pairs(pairs: list[str] | None) -> dict[str, str]:
-    return dict(p.split("=", 1) for p in pairs or [])
+    """``--data-param k=v`` strings as a dict; a key given twice is refused."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ParamError(f"parameter {pair!r} must be written key=value")
+        if key.strip() in out:
+            raise ParamError(f"parameter {key.strip()!r} is given twice")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _print_result(rec: dict, out: Path | None = None) -> None:
@@ -164,6 +181,13 @@ def _print_result(rec: dict, out: Path | None = None) -> None:
         )
     if rec.get("compile_s") is not None:
         parts.append(f"{rec['steps']} steps in {rec['wall_s']:.2f}s (+{rec['compile_s']:.2f}s compile)")
+    tuning = rec.get("tuning")
+    if tuning:
+        parts.append(
+            f"tuned {tuning['param']}={tuning['chosen']:g} of {len(tuning['grid'])} "
+            f"(the grid: {tuning['total_steps']} steps in {tuning['total_wall_s']:.2f}s "
+            f"+{tuning['total_compile_s']:.2f}s compile)"
+        )
     if rec.get("error"):
         parts.append(rec["error"])
     print("; ".join(parts) + (f" -> {out}" if out else ""))
@@ -175,36 +199,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.seed is not None:
         params["seed"] = args.seed
     model = build_model(args.dataset, params)
-    if not {"x", "y", "mask"} <= set(model.data):
-        raise ParamError(f"dataset {args.dataset!r} has no (x, y) rows to export")
-    flat = flatten_groups(model.data)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        out,
-        **flat,
-        num_groups=model.num_groups,
-        data_params=json.dumps({"dataset": args.dataset} | model.params),
-    )
-    print(f"wrote {out}: {len(flat['y'])} observations in {model.num_groups} groups")
+    paths = export(model, args.dataset, out)
+    print(f"wrote {out}: {model.num_obs} observations in {model.num_groups} groups")
+    if "stan_json" in paths:
+        print(f"wrote {paths['stan_json']}: the data of {paths['stan']} (CmdStan JSON)")
+    else:
+        print(f"{args.dataset} has no Stan program: no Stan data written")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hierbench.report import write_report
+    from hierbench.reports.report import write_report
 
     missing = [f for f in args.records if not Path(f).is_file()]
     if missing:
         raise ParamError(f"no such records file: {', '.join(missing)}")
+    check_writable(args.out, folder=True)
     records = read_records(args.records, warn=False)  # validated; bad lines are counted, said below
     if records.skipped:
-        print(f"skipped {len(records.skipped)} unreadable record line(s):", file=sys.stderr)
+        print(f"warning: skipped {len(records.skipped)} unreadable record line(s):", file=sys.stderr)
         for file, line, why in records.skipped:
             print(f"  {file}:{line}: {why}", file=sys.stderr)
     if not records:
         raise ParamError(
             f"the records files hold no readable record ({len(records.skipped)} line(s) skipped)"
         )
-    paths = write_report(records, args.out)
+    paths = write_report(records, args.out, sources=args.records)  # all outputs or none
     for name, path in paths.items():
         print(f"{name}: {path}")
     print(f"{len(records)} record(s) reported; {len(records.skipped)} unreadable line(s) skipped")
@@ -215,18 +235,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from hierbench.bench import run_bench
 
     sizes = tuple(args.sizes) if args.sizes else None
+    check_writable(args.out, folder=True)
     return run_bench(args.plan, args.out, sizes, jobs=args.jobs, progress=args.progress)
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
     from hierbench.peers import run_peers
 
+    check_writable(args.out, folder=True)
     return run_peers(args.out, quick=args.quick, report_only=args.report_only, progress=args.progress)
 
 
 def cmd_torch_bench(args: argparse.Namespace) -> int:
     from hierbench.torch_bench import run_torch_bench
 
+    check_writable(args.out, folder=True)
     return run_torch_bench(
         args.out,
         sizes=tuple(args.sizes) if args.sizes else None,
@@ -240,15 +263,25 @@ def cmd_torch_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from hierbench.regress import baseline_update
+    from hierbench.suites.regress import baseline_update
 
     return baseline_update(args.suite, args.repeats, args.out, _store(args.references))
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
-    from hierbench.regress import regress
+    from hierbench.suites.regress import regress
 
     return regress(args.suite, args.repeats, args.baseline, _store(args.references))
+
+
+def _references(path: str) -> str | None:
+    """The reference store to read: ``none`` for none; the default ``results/references`` is relative to
+    the current folder, and falls back to the checkout's own store when run from elsewhere."""
+    if path in ("", "none"):
+        return None
+    if path == os.fspath(REFERENCES_DIR) and not Path(path).is_dir() and (REPO_ROOT / path).is_dir():
+        return os.fspath(REPO_ROOT / path)
+    return path
 
 
 def _store(path: str) -> str | None:
@@ -256,7 +289,7 @@ def _store(path: str) -> str | None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from hierbench.sweep import run_sweep
+    from hierbench.suites.sweep import run_sweep
 
     try:
         result = run_sweep(
@@ -268,9 +301,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             retry_failed=args.retry_failed,
             dry_run=args.dry_run,
-            references=None if args.references in ("", "none") else args.references,
+            references=_references(args.references),
             compilation_cache=args.compilation_cache,
             progress=args.progress,
+            isolate=args.isolate,
+            stall_s=args.stall_s,
         )
     except KeyboardInterrupt:
         print("hierbench sweep: interrupted; finished cells are recorded, rerun to resume", file=sys.stderr)
@@ -282,9 +317,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    from hierbench.scale import run_from_args
+    from hierbench.scale import run_scale
 
-    return run_from_args(args)
+    try:
+        return run_scale(
+            args.out,
+            quick=args.quick,
+            jobs=args.jobs,
+            retry_failed=args.retry_failed,
+            report_only=args.report_only,
+            progress=args.progress,
+        )
+    except KeyboardInterrupt:
+        print("hierbench scale: interrupted; finished cells are recorded, rerun to resume", file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,7 +359,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--references",
         default="results/references",
-        help="reference store: accuracy vs an accepted reference; MCMC runs are stored here ('none': off)",
+        help="reference store read for accuracy scores ('none': off)",
+    )
+    run.add_argument(
+        "--tune",
+        choices=("lr",),
+        help="tune the step size: one run per value of 0.1/4^k, k=0..4, the best by a held-apart ELBO "
+        "(the record keeps the grid and its total cost)",
+    )
+    run.add_argument(
+        "--save-reference",
+        metavar="DIR",
+        help="MCMC methods: store the run's gated reference here (default: .cache/hierbench/references; "
+        "`hierbench reference` builds the committed store)",
     )
     run.add_argument(
         "--backend", choices=("jax", "torch"), default="jax", help="train with JAX (jit) or the PyTorch twin"
@@ -340,7 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     refs.add_argument("--rebuild", action="store_true", help="rerun NUTS even if a valid reference is stored")
     refs.set_defaults(func=cmd_references)
 
-    exp = sub.add_parser("export", help="write a dataset as arrays x, y, group to an .npz")
+    exp = sub.add_parser(
+        "export",
+        help="write a dataset as flat rows (.npz) and its Stan data (.stan.json, beside the program)",
+    )
     exp.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}")
     exp.add_argument("--data-param", action="append", metavar="KEY=VALUE")
     exp.add_argument("--seed", type=int, default=None, help="data seed (same as --data-param seed=S)")
@@ -351,6 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("records", nargs="+", help="records files (JSON lines)")
     rep.add_argument("--out", required=True, help="output folder")
     rep.set_defaults(func=cmd_report)
+
+    from hierbench.reports.paper import command as figures
+
+    fig = sub.add_parser(
+        "figures", help="the paper's figures and tables from the sweeps' records (make figures)"
+    )
+    figures.add_arguments(fig)
+    fig.set_defaults(func=figures.run)
 
     bench = sub.add_parser("bench", help="the default benchmark (what `make bench` runs)")
     bench.add_argument("--out", default="results/bench")
@@ -408,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--references", default="results/references", help="reference store folder")
     reg.set_defaults(func=cmd_regress)
 
-    from hierbench.sweep import available_experiments
+    from hierbench.suites.experiment import available_experiments
 
     swp = sub.add_parser("sweep", help="run an experiment file's grid; resumable, survives failed cells")
     swp.add_argument(
@@ -428,13 +497,30 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="JAX's persistent compilation cache: same-shaped cells compile once (compile_s: load time)",
     )
+    swp.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a fresh worker process per cell (default: the experiment's [experiment] isolate)",
+    )
+    swp.add_argument(
+        "--stall-s",
+        type=float,
+        help="kill a worker silent this many seconds; its cell is an error (default: the experiment's)",
+    )
     swp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     swp.set_defaults(func=cmd_sweep)
 
-    from hierbench.scale import add_arguments as scale_arguments
-
-    scl = sub.add_parser("scale", help="amortized VI on MovieLens-25M-shaped data, never padded (make scale)")
-    scale_arguments(scl)
+    scl = sub.add_parser(
+        "scale",
+        help="`hierbench sweep scale` (MovieLens-25M-shaped data, never padded) + its summary (make scale)",
+    )
+    scl.add_argument("--quick", action="store_true", help="the smoke check: 2,000 users, 40 steps (~35 s)")
+    scl.add_argument("--out", help="folder (default results/scale; --quick: results/sweeps/scale-quick)")
+    scl.add_argument("--jobs", type=int, default=1, help="local worker processes (one fresh per cell)")
+    scl.add_argument("--retry-failed", action="store_true", help="rerun cells whose only records are errors")
+    scl.add_argument("--report-only", action="store_true", help="rebuild summary.md and scale.png only")
+    scl.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     scl.set_defaults(func=cmd_scale)
     return parser
 

@@ -1,7 +1,7 @@
 """Ours vs numpyro, side by side in one process: ``hierbench peers`` (``make peers``).
 
-The grid is ``experiments/peers.toml``, run by the sweep (:func:`hierbench.sweep.run_sweep`).  Each pair
-is one of our families and its numpyro autoguide (:mod:`hierbench.methods.numpyro_peers`) on the same
+The grid is ``experiments/peers.toml``, run by the sweep (:func:`hierbench.suites.sweep.run_sweep`).  Each
+pair is one of our families and its numpyro autoguide (:mod:`hierbench.methods.numpyro_peers`) on the same
 model and data, with the same settings (optimizer, schedule, learning rate, particles, steps, float64,
 seed), both through :func:`hierbench.harness.run_one`: compiled and timed the same way, scored off the
 clock on the same 1000-draw float64 ELBO.  The two runs of a pair follow each other, so load on the
@@ -152,7 +152,7 @@ def run_peers(
     int
         0, or 1 when a cell raised or its worker died.
     """
-    from hierbench.sweep import run_sweep
+    from hierbench.suites.sweep import run_sweep
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -122,10 +122,14 @@ class Reference(NamedTuple):
 
 # --------------------------------------------------------------------------- keys and provenance
 def data_fingerprint(model: HierModel) -> str:
-    """sha256 over the model's data arrays (names, dtypes, shapes, bytes)."""
+    """sha256 over the model's data arrays (names, dtypes, shapes, bytes); for a model whose ratings
+    are kept in a store (``data`` empty), over the store's arrays too."""
     h = hashlib.sha256()
-    for name in sorted(model.data):
-        a = np.ascontiguousarray(model.data[name])
+    arrays = dict(model.data)
+    if model.store is not None:
+        arrays |= {f"store.{name}": getattr(model.store, name) for name in model.store.ARRAYS}
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
@@ -133,15 +137,43 @@ def data_fingerprint(model: HierModel) -> str:
 
 def reference_key(dataset: str, model: HierModel, settings: dict[str, Any], seed: int) -> str:
     """Hash of everything a reference depends on."""
+    return _key(dataset, model.params, data_fingerprint(model), settings, seed)
+
+
+def _key(dataset: str, data_params: dict, data_sha256: str, settings: dict[str, Any], seed: int) -> str:
     blob = {
         "format": FORMAT_VERSION,
         "dataset": dataset,
-        "data_params": to_jsonable(model.params),
-        "data_sha256": data_fingerprint(model),
+        "data_params": to_jsonable(data_params),
+        "data_sha256": data_sha256,
         "settings": to_jsonable({k: v for k, v in settings.items() if k != "seed"}),
         "seed": seed,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+# What a sampler adds to its configuration in ``Posterior.settings`` (the run's own outcome, not an
+# input): left out when a stored reference's key is recomputed from its metadata.
+RUN_OUTCOMES = frozenset(
+    {
+        "seed",
+        "numpyro",
+        "warmup_divergences",
+        "init_s",
+        "warmup_s",
+        "sampling_s",
+        "warmup_leapfrog_steps",
+        "lockstep_efficiency",
+    }
+)
+
+
+def key_of_meta(meta: dict[str, Any]) -> str:
+    """The key a stored reference's own inputs hash to (its metadata's ``key_settings`` where stored,
+    else its settings less :data:`RUN_OUTCOMES`); a reference whose ``key`` differs was edited."""
+    settings = meta.get("settings") or {}
+    inputs = meta.get("key_settings") or {k: v for k, v in settings.items() if k not in RUN_OUTCOMES}
+    return _key(meta["dataset"], meta["data_params"], meta["data_sha256"], inputs, settings.get("seed"))
 
 
 def regenerate_command(dataset: str, data_params: dict[str, Any], seed: int, method_params: dict) -> str:
@@ -262,6 +294,51 @@ def apply_gate(diag: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     return made, failed
 
 
+def summarize_diagnostics(
+    per_coord: dict[str, np.ndarray], names: list[str], stats: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """The gate's statistics from per-coordinate R̂/ESS (:func:`_diagnostics`) and the sampler's
+    per-draw stats ``(C, S)`` (``diverging``, ``energy``, ``num_steps``): worst values and where."""
+    rhat, ess_b, ess_t = per_coord["rhat"], per_coord["ess_bulk"], per_coord["ess_tail"]
+    ebfmi = np.asarray(az.bfmi(stats["energy"]), np.float64)
+    nan_max = lambda a: int(np.nanargmax(a)) if np.isfinite(a).any() else 0  # noqa: E731
+    nan_min = lambda a: int(np.nanargmin(a)) if np.isfinite(a).any() else 0  # noqa: E731
+    return {
+        "rhat_max": float(np.max(rhat)) if np.isfinite(rhat).all() else float("nan"),
+        "rhat_argmax": names[nan_max(rhat)],
+        "ess_bulk_min": float(np.min(ess_b)) if np.isfinite(ess_b).all() else float("nan"),
+        "ess_bulk_argmin": names[nan_min(ess_b)],
+        "ess_tail_min": float(np.min(ess_t)) if np.isfinite(ess_t).all() else float("nan"),
+        "ess_tail_argmin": names[nan_min(ess_t)],
+        "divergences": int(np.sum(stats["diverging"])),
+        "ebfmi_min": float(np.min(ebfmi)),
+        "ebfmi_argmin": f"chain {int(np.argmin(ebfmi))}",
+        "ebfmi": ebfmi.tolist(),
+        "mean_leapfrog_steps": float(np.mean(stats["num_steps"])),
+    }
+
+
+def natural_summary(post: Posterior) -> dict[str, Any]:
+    """Moments, diagnostics and the gate of a sampler that reports natural quantities only (Stan):
+    ``natural_mean``/``natural_sd``/``natural_mcse`` by Stan name, and, where the sampler gives its
+    per-draw stats (NUTS), ``diagnostics``, ``checks_made`` and ``failed_checks`` as
+    :func:`from_posterior` makes them."""
+    first = next(iter(post.natural.values()))
+    C, S = np.shape(first)[:2]
+    names, nat = flat_names({k: np.reshape(v, (C * S, *np.shape(v)[2:])) for k, v in post.natural.items()})
+    out: dict[str, Any] = {
+        "natural_mean": dict(zip(names, nat.mean(axis=0).tolist(), strict=True)),
+        "natural_sd": dict(zip(names, nat.std(axis=0, ddof=1).tolist(), strict=True)),
+    }
+    if not {"diverging", "energy", "num_steps"} <= set(post.stats) or C * S < 4:
+        return out  # an optimizer (ADVI, Pathfinder): no chains to diagnose
+    per_coord = _diagnostics(nat.reshape(C, S, -1))
+    diag = summarize_diagnostics(per_coord, names, post.stats)
+    checks, failed = apply_gate(diag)
+    out["natural_mcse"] = dict(zip(names, per_coord["mcse_mean"].tolist(), strict=True))
+    return out | {"diagnostics": diag, "checks_made": checks, "failed_checks": failed}
+
+
 def from_posterior(
     dataset: str, model: HierModel, post: Posterior, key: str, command: str
 ) -> tuple[Reference, np.ndarray | None]:
@@ -279,24 +356,9 @@ def from_posterior(
     both = _diagnostics(np.concatenate([w, nat], axis=-1))
     d_unc = {k: v[: w.shape[-1]] for k, v in both.items()}
     d_nat = {k: v[w.shape[-1] :] for k, v in both.items()}
-    rhat, ess_b, ess_t = both["rhat"], both["ess_bulk"], both["ess_tail"]
-    ebfmi = np.asarray(az.bfmi(post.stats["energy"]), np.float64)
-    nan_max = lambda a: int(np.nanargmax(a)) if np.isfinite(a).any() else 0  # noqa: E731
-    nan_min = lambda a: int(np.nanargmin(a)) if np.isfinite(a).any() else 0  # noqa: E731
-    diag = {
-        "rhat_max": float(np.max(rhat)) if np.isfinite(rhat).all() else float("nan"),
-        "rhat_argmax": names[nan_max(rhat)],
-        "ess_bulk_min": float(np.min(ess_b)) if np.isfinite(ess_b).all() else float("nan"),
-        "ess_bulk_argmin": names[nan_min(ess_b)],
-        "ess_tail_min": float(np.min(ess_t)) if np.isfinite(ess_t).all() else float("nan"),
-        "ess_tail_argmin": names[nan_min(ess_t)],
-        "divergences": int(np.sum(post.stats["diverging"])),
-        "ebfmi_min": float(np.min(ebfmi)),
-        "ebfmi_argmin": f"chain {int(np.argmin(ebfmi))}",
-        "ebfmi": ebfmi.tolist(),
-        "mean_leapfrog_steps": float(np.mean(post.stats["num_steps"])),
-    }
+    diag = summarize_diagnostics(both, names, post.stats)
     checks, failed = apply_gate(diag)
+    draws_made = int(C * S)
     flat = w.reshape(C * S, -1)
     q = np.quantile(flat, QUANTILE_LEVELS, axis=0)
     mean, sd = flat.mean(axis=0), flat.std(axis=0, ddof=1)
@@ -309,6 +371,8 @@ def from_posterior(
         "data_sha256": data_fingerprint(model),
         "source": post.settings.get("sampler", "mcmc"),
         "settings": post.settings,
+        "key_settings": {k: v for k, v in post.settings.items() if k not in RUN_OUTCOMES},
+        "draws_made": draws_made,
         "compile_s": post.compile_s,
         "sample_s": post.sample_s,
         "diagnostics": diag,
@@ -452,39 +516,75 @@ def write_index(root: Path = DEFAULT_ROOT) -> Path:
         return atomic_write_text(root / INDEX_FILE, text)
 
 
-def load(meta_path: Path, expect_key: str | None = None) -> Reference:
-    """Load a stored reference, verifying its key and the arrays' sha256.
+def load(meta_path: Path, expect_key: str | None = None, model: HierModel | None = None) -> Reference:
+    """Load a stored reference, re-checking everything it vouches for.
+
+    Every load verifies that the key is the hash of the reference's own inputs (and its file name),
+    that it is ``expect_key`` and built on ``model``'s data where given, and the arrays' sha256; then
+    it re-applies the gate to the stored diagnostics (:func:`apply_gate`), so an edited verdict or
+    edited diagnostics never let a reference through: ``accepted``, ``checks_made`` and
+    ``failed_checks`` are the gate's, not the file's.
 
     Raises
     ------
     ValueError
-        If the file is unreadable, corrupt (hash mismatch) or stale (key mismatch).
+        If the file is unreadable, corrupt (hash mismatch), edited (key not its inputs' hash) or stale
+        (key or data mismatch).
     """
     meta_path = Path(meta_path)
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"unreadable reference {meta_path}: {err}") from err
-    if meta.get("format") != FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"reference {meta_path} has format {found!r}, expected {FORMAT_VERSION}")
+    try:
+        own_key = key_of_meta(meta)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"corrupt reference {meta_path}: its inputs are incomplete ({err})") from err
+    if meta.get("key") != own_key or meta_path.stem != str(meta.get("key"))[:16]:
         raise ValueError(
-            f"reference {meta_path} has format {meta.get('format')!r}, expected {FORMAT_VERSION}"
+            f"corrupt reference {meta_path}: its key is not the hash of its inputs (the file was edited)"
         )
-    if expect_key is not None and meta.get("key") != expect_key:
+    if expect_key is not None and meta["key"] != expect_key:
         raise ValueError(f"stale reference {meta_path}: its inputs changed (key mismatch)")
+    if model is not None and meta["data_sha256"] != data_fingerprint(model):
+        raise ValueError(f"stale reference {meta_path}: built on other data than this model's")
     npz_path = meta_path.with_name(meta.get("npz_file", ""))
     if not npz_path.is_file() or _sha256(npz_path) != meta.get("npz_sha256"):
         raise ValueError(f"corrupt reference {meta_path}: {npz_path.name} is missing or its sha256 differs")
     with np.load(npz_path, allow_pickle=False) as z:
         arrays = {name: z[name] for name in _ARRAYS}
     meta.pop("npz_sha256")
+    checks, failed = regate(meta)
+    meta |= {"checks_made": checks, "failed_checks": failed, "accepted": not failed}
     return Reference(
         source=meta["source"],
         natural_names=list(meta.pop("natural_names")),
-        accepted=bool(meta["accepted"]),
-        failed_checks=list(meta["failed_checks"]),
+        accepted=not failed,
+        failed_checks=failed,
         meta=meta,
         **arrays,
     )
+
+
+def regate(meta: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The gate re-applied to a stored reference's diagnostics; also fails a verdict the file states
+    against its own diagnostics, and ESS beyond what its draws allow."""
+    diag = meta.get("diagnostics") or {}
+    try:
+        checks, failed = apply_gate(diag)
+    except (KeyError, TypeError) as err:
+        return [], [f"diagnostics missing or malformed ({err})"]
+    settings = meta.get("settings") or {}
+    draws = meta.get("draws_made") or (settings.get("chains") or 0) * (settings.get("draws") or 0)
+    # antithetic chains can exceed the number of draws a little; ten times cannot happen
+    if draws and max(diag.get("ess_bulk_min") or 0, diag.get("ess_tail_min") or 0) > 10 * draws:
+        failed.append(f"ESS above 10× the {draws} draws made: the diagnostics do not fit the run")
+    if bool(meta.get("accepted")) and failed:
+        failed.append("the stored verdict said accepted: the file disagrees with its own diagnostics")
+    return checks, failed
 
 
 def load_draws(meta_path: Path) -> np.ndarray | None:
@@ -539,17 +639,19 @@ def find_accepted(dataset: str, model: HierModel, root: Path = DEFAULT_ROOT) -> 
         except (OSError, json.JSONDecodeError):
             notes.append(f"{meta_path.name}: unreadable")
             continue
-        if meta.get("data_sha256") != fingerprint or meta.get("format") != FORMAT_VERSION:
+        if not isinstance(meta, dict) or meta.get("data_sha256") != fingerprint:
             continue
-        if not meta.get("accepted"):
-            notes.append(f"{meta_path.name}: refused ({'; '.join(meta.get('failed_checks', []))})")
+        try:
+            ref = load(meta_path, model=model)  # re-checks the key, the arrays and the gate
+        except ValueError as err:
+            notes.append(str(err))
             continue
-        ess = float(meta.get("diagnostics", {}).get("ess_bulk_min") or 0.0)
+        if not ref.accepted:
+            notes.append(f"{meta_path.name}: refused ({'; '.join(ref.failed_checks)})")
+            continue
+        ess = float(ref.meta["diagnostics"].get("ess_bulk_min") or 0.0)
         if ess > best_ess:
-            try:
-                best, best_ess = load(meta_path), ess
-            except ValueError as err:
-                notes.append(str(err))
+            best, best_ess = ref, ess
     if best is None:
         return None, "no accepted reference for these data" + (f" ({'; '.join(notes)})" if notes else "")
     return best, f"{best.meta['source']} reference {best.meta['key'][:16]}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -78,18 +79,57 @@ def coerce(name: str, text: str, default: Any) -> Any:
         raise ParamError(f"parameter {name}={text!r} must be of type {type(default).__name__}") from None
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(name: str, value: Any) -> None:
+    if not _number(value) or value <= 0:
+        raise ParamError(f"{name} must be a positive number, got {value!r}")
+
+
+def _nonnegative(name: str, value: Any) -> None:
+    if not _number(value) or value < 0:
+        raise ParamError(f"{name} must be a number >= 0, got {value!r}")
+
+
+def _count(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ParamError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+# What a method parameter of this name means in every factory that has it, checked once here for all
+# of them (ours and the peers): a scale, a dimension cap, a count.
+METHOD_PARAM_RULES: dict[str, Callable[[str, Any], None]] = {
+    "init_sd": _positive,
+    "init_factor": _nonnegative,
+    "max_dim": _count,
+    "rank": _count,
+    "batch_groups": _count,
+    "max_strata": _count,
+    "width": _count,
+}
+
+
 def parse_params(kind: str, name: str, pairs: list[str] | dict[str, Any] | None) -> dict[str, Any]:
-    """Validate ``k=v`` strings (or a dict) against a factory's parameters; typed values out."""
+    """Validate ``k=v`` strings (or a dict) against a factory's parameters; typed values out.
+
+    A parameter given twice (``--data-param N=10 --data-param N=20``) is refused, and a method
+    parameter with a meaning shared by every factory (:data:`METHOD_PARAM_RULES`) is checked here."""
     factory = lookup(kind, name)
     valid = parameters(kind, factory)
-    items = pairs.items() if isinstance(pairs, dict) else (_split(p) for p in (pairs or []))
+    items = list(pairs.items() if isinstance(pairs, dict) else (_split(p) for p in (pairs or [])))
     out = {}
     for key, value in items:
         if key not in valid:
             raise ParamError(
                 f"unknown {kind} parameter {key!r} for {name!r}; valid: {', '.join(valid) or '(none)'}"
             )
+        if key in out:
+            raise ParamError(f"{kind} parameter {key!r} is given twice")
         out[key] = coerce(key, value, valid[key]) if isinstance(value, str) else value
+        if kind == "method" and key in METHOD_PARAM_RULES:
+            METHOD_PARAM_RULES[key](key, out[key])
     return out
 
 

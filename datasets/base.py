@@ -19,6 +19,15 @@ Ragged groups are stored padded to ``n_max`` with a 0/1 ``mask``; padding is O(t
 observations) for the Poisson-sized groups we generate.  The joint is
 ``log_prior_global(θ) + Σ_i log_local(θ, z_i, data_i)``; a minibatch B of groups is scaled by
 N/|B| (see :func:`log_joint`).
+
+Where padding would not fit (MovieLens-25M: 162,541 users padded to 14,638 ratings is 0.42 TB), a
+model may keep its rows **compressed** instead: ``store`` holds them (a
+:class:`~hierbench.datasets.movielens_synth.RatingStore`: CSR offsets, per-row movie index and label,
+the movie × feature table), never padded, and ``data`` (and ``test_data``) are empty.  Only a batch
+source that gathers rows from the store (:mod:`hierbench.methods.store_batches`) and a scorer that
+reads it (:mod:`hierbench.scoring_store`) serve such a model; a full-data family, or a sampler, is
+recorded ``infeasible`` with the padded memory it would need.  The densities are the same: a gathered
+minibatch is laid out like ``data`` (``x``, ``y``, ``mask`` padded to the batch's widest group).
 """
 
 from __future__ import annotations
@@ -84,10 +93,18 @@ class HierModel:
     # ``global_names`` and z as ``z``.  ``datasets/stan/<name>.stan`` outputs the same names.
     natural: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]] | None = None
     stan_data: dict[str, Any] | None = None  # data block for datasets/stan/<name>.stan, if shipped
+    # The rows kept compressed, never padded (module docstring): a RatingStore, with ``data`` and
+    # ``test_data`` empty.  None: the rows are in ``data``.
+    store: Any | None = None
+    # The global parameters the data were simulated from, where they are fixed (synthetic data drawn
+    # at known true values rather than from the prior): records compare q(θ)'s mean with them.
+    theta_true: np.ndarray | None = None
 
     @property
     def num_obs(self) -> int:
-        """Number of (unpadded) observations."""
+        """Number of (unpadded) observations (training rows of the store, for a compressed model)."""
+        if self.store is not None:
+            return int(self.store.train_sizes.sum())
         mask = self.data.get("mask")
         return int(mask.sum()) if mask is not None else self.num_groups
 
@@ -224,6 +241,29 @@ def coerce_data(data: dict[str, Array], like: Array) -> dict[str, Array]:
     return out
 
 
+DATA_MEMORY_SHARE = 0.5  # simulated data may take at most this share of the machine's memory
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory of this machine (bytes)."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_data_size(estimate_bytes: float, what: str) -> None:
+    """Refuse, before anything is generated, data whose estimated memory exceeds
+    :data:`DATA_MEMORY_SHARE` of the machine's: a :class:`ParamError` (the CLI's exit 2) naming the
+    estimate and the limit, instead of an out-of-memory failure half-way through generating it."""
+    limit = DATA_MEMORY_SHARE * machine_memory_bytes()
+    if estimate_bytes > limit:
+        raise ParamError(
+            f"{what} would take about {estimate_bytes / 2**30:,.1f} GiB to generate, more than the "
+            f"{limit / 2**30:,.1f} GiB limit ({DATA_MEMORY_SHARE:.0%} of this machine's memory): "
+            "use fewer groups or rows"
+        )
+
+
 def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     """Validate an integer data/method parameter, raising :class:`ParamError`."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
@@ -251,7 +291,35 @@ def pad_groups(sizes: np.ndarray, *arrays: np.ndarray) -> tuple[list[np.ndarray]
 
 
 def flatten_groups(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Padded (x, y, mask) -> flat arrays ``x (num_obs, d)``, ``y (num_obs,)``, ``group (num_obs,)``."""
-    keep = data["mask"].astype(bool)
+    """Padded per-group arrays -> flat rows of the observed data only, plus ``group (num_obs,)``.
+
+    Every array laid out per observation, ``(N, n_max, ...)`` beside a ``mask (N, n_max)``, becomes
+    ``(num_obs, ...)`` (the masked-in rows, group by group); without a mask every group is one row
+    (eight schools: ``y``, ``sigma`` of shape ``(N,)``).  E.g. hier-linear's padded x, y, mask give
+    ``x (num_obs, d)``, ``y (num_obs,)``, ``group (num_obs,)``.
+    """
+    mask = data.get("mask")
+    if mask is None:
+        num_groups = len(next(iter(data.values())))
+        return {k: np.asarray(v) for k, v in data.items()} | {"group": np.arange(num_groups, dtype=np.int64)}
+    keep = np.asarray(mask).astype(bool)
     group = np.broadcast_to(np.arange(keep.shape[0])[:, None], keep.shape)[keep]
-    return {"x": data["x"][keep], "y": data["y"][keep], "group": group.astype(np.int64)}
+    out = {}
+    for key, value in data.items():
+        value = np.asarray(value)
+        if key != "mask" and value.shape[:2] == keep.shape:
+            out[key] = value[keep]
+    return out | {"group": group.astype(np.int64)}
+
+
+def group_members(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Where each group's rows lie in :func:`flatten_groups`'s rows: ``members (N, n_max)`` (row ids,
+    0 where padded) and ``member_mask (N, n_max)`` (1.0 for a real row); one row a group without a mask."""
+    mask = data.get("mask")
+    if mask is None:
+        num_groups = len(next(iter(data.values())))
+        return np.arange(num_groups, dtype=np.int64)[:, None], np.ones((num_groups, 1))
+    keep = np.asarray(mask).astype(bool)
+    members = np.zeros(keep.shape, dtype=np.int64)
+    members[keep] = np.arange(int(keep.sum()))
+    return members, keep.astype(np.float64)

@@ -137,6 +137,11 @@ def _validate(num_schools: Any) -> int | None:
 TEST_PARAMS: dict[str, object] = {"num_schools": 6}  # a small, fast instance for the contract tests
 
 
+def shape(num_schools: int | None = None) -> dict[str, int]:
+    """The model's size (no data): the schools kept, θ of 6, a school's (intercept, slope)."""
+    return {"num_groups": num_schools or NUM_SCHOOLS, "dim_global": 6, "dim_local": 2}
+
+
 def make(num_schools: int | None = None) -> HierModel:
     """A-level chemistry scores (31,022 students in 2,410 schools): varying intercept and GCSE slope.
 

@@ -78,6 +78,11 @@ def natural(theta: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
 TEST_PARAMS: dict[str, object] = {}  # a small, fast instance for the contract tests
 
 
+def shape() -> dict[str, int]:
+    """The model's size (no data): 8 schools, θ = (μ, log τ), one η_j per school."""
+    return {"num_groups": 8, "dim_global": 2, "dim_local": 1}
+
+
 def make() -> HierModel:
     """Eight schools (Rubin 1981), non-centered as in posteriordb: 8 groups, one observation each.
 

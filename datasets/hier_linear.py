@@ -39,6 +39,7 @@ from .base import (
     ExactGaussianPosterior,
     HierModel,
     ParamError,
+    check_data_size,
     check_positive_int,
     coerce_data,
     flatten_groups,
@@ -71,7 +72,18 @@ def validate_params(N: Any, n: Any, d: Any, ragged: Any, seed: Any) -> dict[str,
         raise ParamError(f"ragged must be a bool, got {ragged!r}")
     params["ragged"] = bool(ragged)
     params["seed"] = check_positive_int("seed", seed, minimum=0)
+    # float64 x (N, n_max, d), y and mask, plus the flat rows and products made while simulating
+    # (~2× the padded arrays; ragged groups pad to about n + 5√n)
+    n_max = params["n"] + (5 * params["n"] ** 0.5 + 5 if params["ragged"] else 0)
+    check_data_size(
+        3 * 8 * params["N"] * n_max * (params["d"] + 2), f"hier-linear data with N={params['N']:,}"
+    )
     return params
+
+
+def shape(N: int = 100, n: int = 20, d: int = 10, ragged: bool = False, seed: int = 0) -> dict[str, int]:
+    """The model's size from its parameters alone (no data): N groups, θ ∈ R^d, z_i ∈ R^d."""
+    return {"num_groups": N, "dim_global": d, "dim_local": d}
 
 
 def simulate_regression(params: dict[str, Any], draw_y: DrawY) -> Simulation:

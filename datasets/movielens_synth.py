@@ -45,9 +45,12 @@ npz under ``<cache_dir>/data`` (:func:`hierbench._io.cache_dir`) whose name hold
 the parameters, the generator's constants and the format version; the file also stores that key
 and a SHA-256 of its arrays, and one that does not match is rebuilt, never used.
 
-:func:`make` returns the padded :class:`~hierbench.datasets.base.HierModel` of the contract for
-moderate N (it refuses, naming the scale runner, above ``movielens.MAX_PADDED_BYTES``); the scale
-runner (:mod:`hierbench.scale`, ``make scale``) trains on the store directly.
+:func:`make` returns a :class:`~hierbench.datasets.base.HierModel` in one of two layouts
+(``layout``): ``"padded"`` (the default), the contract's padded arrays for moderate N, refused above
+``movielens.MAX_PADDED_BYTES`` before anything is generated; or ``"store"``, the store itself
+(``model.store``, ``data`` empty), which minibatch VI trains on by gathering each step's rows
+(:mod:`hierbench.methods.store_batches`) and the chunked scorer scores (:mod:`hierbench.scoring_store`):
+``experiments/scale.toml``, ``make scale``.  Either way the model knows θ_true (``theta_true``).
 
 Real data: the ML-25M release itself (``ratings.csv``: userId, movieId, rating, timestamp;
 ``movies.csv``: movieId, title, genres) is read by movielens-small's loader
@@ -57,7 +60,8 @@ as a pandas row (a 0.67 GB peak RSS at 3.05 M synthetic ratings, so about 5 GB f
 ML-25M would pad to far more than 8 GiB and is refused.  :func:`read_csv_store` (cached by
 :func:`load_csv_store`) reads the same files in chunks into the same :class:`RatingStore`, with the
 same users, features, order and held-out split as movielens-small's loader (0.29 GB peak at 3.05 M
-ratings), and is what ``python -m hierbench.scale --path FOLDER`` trains on.
+ratings): it is movielens-small's ``layout="store"`` (``--data-param path=FOLDER --data-param
+layout=store``).
 """
 
 from __future__ import annotations
@@ -283,6 +287,25 @@ class RatingStore:
         """Bytes of the arrays."""
         return int(sum(getattr(self, name).nbytes for name in self.ARRAYS))
 
+    @property
+    def padded_bytes(self) -> int:
+        """Bytes of the contract's padded training layout: float64 x, y and mask of every user, each
+        padded to the largest user's training ratings (what a full-data method would need)."""
+        return padded_bytes(self.num_users, self.train_sizes, self.dim)
+
+    def describe(self) -> dict[str, Any]:
+        """What a record states about the store: its bytes, its layout and the padding it avoids."""
+        return {
+            "store_bytes": self.nbytes,
+            "store_layout": {
+                "ratings": int(self.sizes.sum()),
+                "movies": int(self.genres.shape[0]),
+                "features": int(self.dim),
+                "bytes_per_rating": self.movie.itemsize + self.y.itemsize,
+            },
+            "padded_bytes": self.padded_bytes,
+        }
+
     def is_train(self) -> np.ndarray:
         """``(R,)`` bool: whether each rating is a training rating."""
         start = np.repeat(self.offsets[:-1], self.sizes)
@@ -330,45 +353,75 @@ class RatingStore:
         )
 
 
+LAYOUTS = ("padded", "store")  # make()'s layouts of the ratings
+
+
+def padded_bytes(num_users: int, train_sizes: np.ndarray, dim: int) -> int:
+    """Bytes of float64 x (``dim`` features), y and mask of ``num_users`` × the largest user."""
+    return 8 * num_users * int(np.max(train_sizes, initial=0)) * (dim + 2)
+
+
 def check_padded(num_users: int, train_sizes: np.ndarray, dim: int) -> None:
-    """Refuse (:class:`ParamError`, naming the scale runner) a padded layout above
+    """Refuse (:class:`ParamError`, naming ``layout="store"``) a padded layout above
     ``movielens.MAX_PADDED_BYTES``: float64 x, y and mask of ``num_users`` × the largest user."""
-    n_max = int(np.max(train_sizes, initial=0))
-    padded = 8 * num_users * n_max * (dim + 2)
+    padded = padded_bytes(num_users, train_sizes, dim)
     if padded > movielens.MAX_PADDED_BYTES:
+        n_max = int(np.max(train_sizes, initial=0))
         raise ParamError(
             f"{num_users} users padded to {n_max} ratings need {padded / 2**30:.1f} GiB (the limit is "
-            f"{movielens.MAX_PADDED_BYTES / 2**30:.0f} GiB); at this size use the scale runner, which never "
-            f"pads: python -m hierbench.scale --num-users {num_users} (or `hierbench scale`), or pass a "
-            "smaller num_users"
+            f"{movielens.MAX_PADDED_BYTES / 2**30:.0f} GiB); at this size keep the ratings compressed with "
+            "layout=store (never padded; minibatch VI: `hierbench sweep scale`), or pass a smaller num_users"
         )
 
 
-def model_from_store(store: RatingStore, name: str, params: dict[str, Any]) -> HierModel:
+def _model(ratings: RatingStore, name: str, params: dict[str, Any], **layout: Any) -> HierModel:
+    """movielens-small's model (its densities, names and natural map) on ``ratings``' dimensions;
+    ``layout``: the HierModel fields that hold the ratings (``data``, ``test_data``, ``store``)."""
+    features = ratings.feature_names
+    return HierModel(
+        name=name,
+        num_groups=ratings.num_users,
+        dim_global=2 * ratings.dim,
+        dim_local=ratings.dim,
+        log_prior_global=log_prior_global,
+        log_local=log_local,
+        params=params,
+        global_names=tuple(f"mu[{f}]" for f in features) + tuple(f"log_sigma[{f}]" for f in features),
+        log_lik=log_lik,
+        natural=natural,
+        **layout,
+    )
+
+
+def model_from_store(
+    store: RatingStore, name: str, params: dict[str, Any], theta_true: np.ndarray | None = None
+) -> HierModel:
     """The padded :class:`HierModel` of a store (movielens-small's densities).
 
     Raises
     ------
     ParamError
-        If the padded layout would exceed ``movielens.MAX_PADDED_BYTES`` (the message names the
-        scale runner, which trains on the store without padding).
+        If the padded layout would exceed ``movielens.MAX_PADDED_BYTES`` (the message names
+        ``layout=store``, which never pads).
     """
     check_padded(store.num_users, store.train_sizes, store.dim)
-    features = store.feature_names
-    return HierModel(
-        name=name,
-        num_groups=store.num_users,
-        dim_global=2 * store.dim,
-        dim_local=store.dim,
+    return _model(
+        store,
+        name,
+        params,
         data=store.padded("train"),
-        log_prior_global=log_prior_global,
-        log_local=log_local,
-        params=params,
-        global_names=tuple(f"mu[{f}]" for f in features) + tuple(f"log_sigma[{f}]" for f in features),
         test_data=store.padded("test"),
-        log_lik=log_lik,
-        natural=natural,
+        theta_true=theta_true,
     )
+
+
+def store_model(
+    store: RatingStore, name: str, params: dict[str, Any], theta_true: np.ndarray | None = None
+) -> HierModel:
+    """The compressed :class:`HierModel` of a store: ``model.store`` holds the ratings, never padded,
+    and ``data`` is empty (the contract of :mod:`hierbench.datasets.base`).  Any size fits: the store
+    costs 5 bytes a rating."""
+    return _model(store, name, params, data={}, store=store, theta_true=theta_true)
 
 
 # --------------------------------------------------------------------------- the generator
@@ -662,23 +715,19 @@ def read_csv_store(folder: str | os.PathLike[str], seed: int = 0, chunk_rows: in
     ------
     ParamError
         As :func:`~hierbench.datasets.movielens.load_movielens_csv` does for a missing folder, file or
-        column.
+        column, or a row that is not valid (file, line and value).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ParamError(f"MovieLens folder {folder} does not exist")
     ratings_csv, movies_csv = folder / "ratings.csv", folder / "movies.csv"
-    movielens._check_csv(ratings_csv, movielens.RATINGS_COLUMNS)
     movielens._check_csv(movies_csv, movielens.MOVIES_COLUMNS)
-    movies = pd.read_csv(movies_csv, usecols=["movieId", "genres"], dtype={"movieId": np.int64})
-    movies = movies.drop_duplicates("movieId").sort_values("movieId", kind="stable")
+    movielens._check_csv(ratings_csv, movielens.RATINGS_COLUMNS)
+    movies = movielens.read_movies(movies_csv, ("movieId", "genres"))
+    movies = movies.sort_values("movieId", kind="stable")
     ids = movies["movieId"].to_numpy()
     parts: dict[str, list[np.ndarray]] = {"user": [], "movie_id": [], "time": [], "y": []}
-    dtypes = {"userId": np.int64, "movieId": np.int64, "rating": np.float64, "timestamp": np.int64}
-    reader = pd.read_csv(
-        ratings_csv, usecols=list(movielens.RATINGS_COLUMNS), dtype=dtypes, chunksize=chunk_rows
-    )
-    for frame in reader:
+    for frame in movielens.read_ratings(ratings_csv, chunk_rows):
         parts["user"].append(frame["userId"].to_numpy())
         parts["movie_id"].append(frame["movieId"].to_numpy())
         parts["time"].append(frame["timestamp"].to_numpy())
@@ -765,7 +814,41 @@ def write_movielens_csv(store: RatingStore, folder: str | os.PathLike[str]) -> N
 TEST_PARAMS: dict[str, object] = {"num_users": 6}  # a small, fast instance for the contract tests
 
 
-def make(num_users: int = DEFAULT_USERS, seed: int = 0) -> HierModel:
+def shape(num_users: int = DEFAULT_USERS, seed: int = 0, layout: str = "padded") -> dict[str, int]:
+    """The model's size (no data): the users, θ = (μ, log σ) over the 20 features, a user's weights."""
+    return {"num_groups": num_users, "dim_global": 2 * len(FEATURES), "dim_local": len(FEATURES)}
+
+
+def validate_params(num_users: Any = DEFAULT_USERS, seed: Any = 0, layout: Any = "padded") -> dict[str, Any]:
+    """Check :func:`make`'s parameters without generating anything (a sweep calls this before any
+    cell runs): a padded layout above ``movielens.MAX_PADDED_BYTES`` is refused from the users' rating
+    counts alone, so a full-size padded cell never starts generating 25 M ratings.
+
+    Returns
+    -------
+    dict
+        The data params as the model records them (``layout`` only where it is not the default, so
+        padded instances keep the params, and the records, they had before the layouts existed).
+
+    Raises
+    ------
+    ParamError
+        A bad value, or a padded layout that would not fit (the message names ``layout=store``).
+    """
+    num_users = check_positive_int("num_users", num_users)
+    seed = check_positive_int("seed", seed, minimum=0)
+    if layout not in LAYOUTS:
+        raise ParamError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    if layout == "padded":
+        # the sizes (hence the padding) follow from the counts alone
+        counts = user_counts(num_users, seed)
+        n_test = np.where(counts > 1, np.maximum(1, np.rint(movielens.TEST_FRACTION * counts)), 0)
+        check_padded(num_users, counts - n_test, len(FEATURES))
+        return {"num_users": num_users, "seed": seed}
+    return {"num_users": num_users, "seed": seed, "layout": layout}
+
+
+def make(num_users: int = DEFAULT_USERS, seed: int = 0, layout: str = "padded") -> HierModel:
     """MovieLens-25M-shaped synthetic ratings (162,541 users at full size): movielens-small's model.
 
     Parameters
@@ -773,27 +856,26 @@ def make(num_users: int = DEFAULT_USERS, seed: int = 0) -> HierModel:
     num_users : int
         Number of users (>= 1).  The default, 500, pads to 0.26 GiB (seed 0) and keeps `hierbench run`
         quick; the padded layout is refused above ``movielens.MAX_PADDED_BYTES`` (8 GiB, a few
-        thousand users), where the scale runner (``python -m hierbench.scale``) takes over.
+        thousand users), where ``layout="store"`` takes over.
     seed : int
         Seed of the generator and of the held-out split (>= 0).
+    layout : {"padded", "store"}
+        ``"padded"``: the contract's padded arrays.  ``"store"``: the ratings kept compressed in
+        ``model.store`` (5 bytes a rating, never padded; ``data`` empty), for minibatch VI at any size.
 
     Returns
     -------
     HierModel
-        θ = (mu[...], log_sigma[...]) ∈ R^{40}, z_i ∈ R^{20}; training ratings padded as
-        ``x (N, n_max, 20)``, ``y``, ``mask``, held-out ratings in ``test_data``, with ``log_lik``
-        and ``natural`` (those of movielens-small).
+        θ = (mu[...], log_sigma[...]) ∈ R^{40}, z_i ∈ R^{20}, with ``log_lik``, ``natural`` (those of
+        movielens-small) and ``theta_true``; padded: training ratings as ``x (N, n_max, 20)``, ``y``,
+        ``mask``, held-out ratings in ``test_data``; store: both parts in ``model.store``.
 
     Raises
     ------
     ParamError
-        For a bad parameter, or a padded layout above 8 GiB (the message names the scale runner).
+        For a bad parameter, or a padded layout above 8 GiB (the message names ``layout=store``).
     """
-    num_users = check_positive_int("num_users", num_users)
-    seed = check_positive_int("seed", seed, minimum=0)
-    params = {"num_users": num_users, "seed": seed}
-    # refuse before generating: the sizes (hence the padding) follow from the counts alone
-    counts = user_counts(num_users, seed)
-    n_test = np.where(counts > 1, np.maximum(1, np.rint(movielens.TEST_FRACTION * counts)), 0)
-    check_padded(num_users, counts - n_test, len(FEATURES))
-    return model_from_store(load_or_generate(num_users, seed), "movielens-synth", params)
+    params = validate_params(num_users, seed, layout)
+    store = load_or_generate(params["num_users"], params["seed"])
+    build = store_model if layout == "store" else model_from_store
+    return build(store, "movielens-synth", params, theta_true=true_theta())

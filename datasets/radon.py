@@ -100,6 +100,15 @@ def load() -> pd.DataFrame:
 TEST_PARAMS: dict[str, object] = {}  # a small, fast instance for the contract tests
 
 
+NUM_COUNTIES = 85  # Minnesota's counties in the data
+
+
+def shape() -> dict[str, int]:
+    """The model's size (no data): 85 counties, θ = (μ_a, μ_b, log σ_a, log σ_b, log σ_y), a county's
+    (intercept, slope)."""
+    return {"num_groups": NUM_COUNTIES, "dim_global": 5, "dim_local": 2}
+
+
 def make() -> HierModel:
     """Minnesota radon (919 homes, 85 counties): varying intercept and floor slope, non-centered.
 

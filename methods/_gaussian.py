@@ -33,6 +33,34 @@ def chol_from_raw(raw: Array) -> Array:
     return xp.tril(raw, k=-1) + diag[..., :, None] * eye
 
 
+def scaled_chol_from_raw(raw: Array) -> Array:
+    """Lower-triangular factor ``diag(s) · U``: row scales s = softplus(raw's diagonal) times a unit
+    lower-triangular U whose strictly lower part is raw's; batched over leading axes.
+
+    Row k of the factor is s_k (e_k + u_k), so an off-diagonal parameter is measured in units of its
+    row's scale: an optimizer step of a given size changes the factor by the same fraction whatever
+    that scale (see :mod:`hierbench.methods.branch` for why that matters).  Same initial value as
+    :func:`chol_from_raw` from :func:`raw_chol_init`; the inverse map is :func:`raw_from_scaled_chol`."""
+    xp = namespace(raw)
+    scale = softplus(xp.linalg.diagonal(raw))
+    eye = xp.eye(raw.shape[-1], dtype=raw.dtype, device=_ops.device(raw))
+    return scale[..., :, None] * (xp.tril(raw, k=-1) + eye)
+
+
+def raw_from_scaled_chol(chol: np.ndarray) -> np.ndarray:
+    """The raw parameter whose :func:`scaled_chol_from_raw` is the lower-triangular ``chol`` (positive
+    diagonal); numpy, batched over leading axes."""
+    chol = np.asarray(chol, dtype=np.float64)
+    diag = np.diagonal(chol, axis1=-2, axis2=-1)
+    out = np.tril(chol / diag[..., :, None], -1)
+    k = np.arange(chol.shape[-1])
+    out[..., k, k] = diag + np.log(-np.expm1(-diag))
+    return out
+
+
+FACTORS = {"cholesky": chol_from_raw, "scaled": scaled_chol_from_raw}  # raw parameter -> factor L
+
+
 def raw_chol_init(shape: tuple[int, ...], scale: float) -> np.ndarray:
     """Raw parameter for :func:`chol_from_raw` giving ``scale * I`` (batched over leading shape);
     numpy float64 (initial values, cast to the training dtype by the caller)."""
@@ -105,7 +133,8 @@ def joint_dim(model) -> int:
 
 
 def global_init(dim_global: int, init_sd: float) -> dict[str, np.ndarray]:
-    """Dense Gaussian q(θ) = N(mean, L Lᵀ) starting at N(0, init_sd² I)."""
+    """Dense Gaussian q(θ) = N(mean, L Lᵀ) starting at N(0, init_sd² I) (either factor map of
+    :data:`FACTORS` gives that start)."""
     return {"g_mean": np.zeros(dim_global), "g_chol": raw_chol_init((dim_global, dim_global), init_sd)}
 
 
@@ -114,14 +143,15 @@ def branch_noise_shapes(dim_global: int, dim_local: int):
     return lambda num_draws, num_groups: [(num_draws, dim_global), (num_draws, num_groups, dim_local)]
 
 
-def global_draw(params, eps: Array) -> Array:
-    """θ ``(S, G)`` from the dense q(θ), given standard normals ``(S, G)``."""
-    return affine_draw(params["g_mean"], chol_from_raw(params["g_chol"]), eps)
+def global_draw(params, eps: Array, to_chol=chol_from_raw) -> Array:
+    """θ ``(S, G)`` from the dense q(θ), given standard normals ``(S, G)``; ``to_chol`` maps the raw
+    factor parameter to L (one of :data:`FACTORS`)."""
+    return affine_draw(params["g_mean"], to_chol(params["g_chol"]), eps)
 
 
-def global_log_q(params, theta: Array) -> Array:
+def global_log_q(params, theta: Array, to_chol=chol_from_raw) -> Array:
     """log q(θ) ``(S,)``."""
-    return mvn_logpdf_chol(theta - params["g_mean"], chol_from_raw(params["g_chol"]))
+    return mvn_logpdf_chol(theta - params["g_mean"], to_chol(params["g_chol"]))
 
 
 def _conditional_mean(theta: Array, shift: Array, gain: Array) -> Array:

@@ -99,6 +99,9 @@ def _mlp(layers, h, final_activation: bool = False, scale: float = 1.0):
     return h
 
 
+DEFAULT_BATCH_GROUPS = 32  # the paper's minibatch of groups
+
+
 MOMENTS_DEFAULTS = {"output": "precision", "second_moments": True, "rho_lr": 0.03}
 """The moments head's defaults; ``output="covariance", second_moments=False, rho_lr=1.0`` is the
 paper's net as it was before (see ``results/moments/README.md`` for both, measured)."""
@@ -107,7 +110,8 @@ paper's net as it was before (see ``results/moments/README.md`` for both, measur
 def make(
     model: HierModel,
     *,
-    batch_groups: int | None = 32,
+    batch_groups: int | None = None,
+    max_strata: int | None = None,
     head: str = "moments",
     width: int = 64,
     depth: int = 1,
@@ -119,7 +123,16 @@ def make(
     rho_lr: float = MOMENTS_DEFAULTS["rho_lr"],
     **train,
 ) -> Method:
-    """Dense q(θ) + a permutation-invariant net per group (head moments|potential); minibatches of groups."""
+    """Dense q(θ) + a permutation-invariant net per group (head moments|potential); minibatches of groups.
+
+    ``batch_groups``: groups a step (None: :data:`DEFAULT_BATCH_GROUPS`, or all N where there are
+    fewer; an explicit B above N is refused).  ``max_strata``: size strata of a minibatch on ragged
+    groups or a rating store (None: the batch source's default,
+    :func:`~hierbench.methods.batches.default_batches`).  The net's parameters (``head``, ``width``,
+    ``depth``, ``potential_rank``, ``init_sd``, ``condition_on_theta``, and the moments head's ``output``,
+    ``second_moments`` and ``rho_lr``) and ``**train`` are documented at :func:`build`."""
+    if batch_groups is None:
+        batch_groups = min(DEFAULT_BATCH_GROUPS, model.num_groups)
     family, cfg, config = build(
         model,
         head=head,
@@ -133,7 +146,7 @@ def make(
         rho_lr=rho_lr,
         **train,
     )
-    return make_vi(model, family, cfg, batch_groups=batch_groups, **config)
+    return make_vi(model, family, cfg, batch_groups=batch_groups, max_strata=max_strata, **config)
 
 
 def row_feature_stats(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +183,8 @@ def build(
     ----------
     model : HierModel
         Gives the dimensions and, unless ``feature_stats`` is given, the rows whose statistics
-        standardize the net's input.
+        standardize the net's input: its padded ``data``, or its rating store where it keeps its
+        ratings compressed (``model.store.feature_stats()``, the same statistics without padding).
     feature_stats : (center, spread), optional
         Row-feature mean and sd ``(F,)`` (as :func:`row_feature_stats` computes them).  The scale
         runner (:mod:`hierbench.scale`) passes those of a rating store that is never padded, with a
@@ -221,7 +235,9 @@ def build(
     num_gain = dl * dg if condition_on_theta else 0  # A_i's entries in the moments head's output
 
     # Standardize row features with full-data statistics (constants, not parameters).
-    if feature_stats is None:
+    if feature_stats is None and model.store is not None:
+        feature_stats = model.store.feature_stats()
+    elif feature_stats is None:
         feature_stats = row_feature_stats(model.data)
     center, spread = (np.asarray(a, np.float64) for a in feature_stats)
     num_feat = center.shape[-1]

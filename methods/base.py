@@ -36,11 +36,29 @@ Shape = tuple[int, ...]
 
 
 class Infeasible(RuntimeError):
-    """The method cannot run on this model within its stated limits (e.g. memory)."""
+    """The method cannot run on this model within its stated limits (e.g. memory).
 
-    def __init__(self, reason: str, memory_bytes: float | None = None):
+    ``memory_bytes``: what it would need; ``fields``: further numbers the record states (e.g. dense's
+    ``covariance_bytes``)."""
+
+    def __init__(self, reason: str, memory_bytes: float | None = None, **fields: Any):
         super().__init__(reason)
         self.memory_bytes = memory_bytes
+        self.fields = fields
+
+
+def refuse_full_rank(name: str, dim: int, max_dim: int, itemsize: int = 8, triangular: bool = True) -> None:
+    """Refuse (:class:`Infeasible`, with the memory it would take) a full-rank Gaussian over ``dim``
+    coordinates above ``max_dim``: its D×D factor, the factor's gradient and two Adam moments, each D²
+    numbers (D(D+1)/2 for a ``triangular`` parameter) of ``itemsize`` bytes, and O(D²) work per draw."""
+    if dim > max_dim:
+        entries = dim * (dim + 1) // 2 if triangular else dim * dim
+        memory = 4 * entries * itemsize
+        raise Infeasible(
+            f"{name} needs a {dim}x{dim} factor (~{memory / 2**20:,.0f} MiB with Adam state, O(D^2) work per "
+            f"draw); dimension {dim} > max_dim={max_dim}",
+            memory_bytes=memory,
+        )
 
 
 class Unavailable(RuntimeError):
@@ -196,6 +214,28 @@ class VISpec(NamedTuple):
     batches: Any  # a hierbench.methods.batches.Batches
 
 
+class TorchLoss(NamedTuple):
+    """A method's own torch objective, for the torch backend (another library's ELBO: Pyro's SVI).
+
+    The torch backend trains it in the same timed loop as ours, with the same optimizer
+    (``torch.optim.Adam`` under ``train``'s schedule) and the same draws-free contract: the library
+    draws its own randomness (Pyro: torch's global generator, seeded by ``setup``).
+
+    ``setup(seed, runtime) -> state``: the library's objects (model, guide, data on the runtime's
+    device and dtype), their parameters created and initialized, the library's RNG seeded with
+    ``seed``.  ``loss(state) -> 0-d tensor``: a Monte Carlo −ELBO estimate to differentiate.
+    ``parameters(state) -> [tensor]``: the leaf tensors to train.  ``params(state) -> pytree of
+    numpy arrays``: what :attr:`Method.sample` reads to draw q in JAX, so the same float64 scorer
+    scores it.  ``train``: steps, learning rate, schedule, particles, dtype.
+    """
+
+    setup: Callable[[int, Any], Any]
+    loss: Callable[[Any], Any]
+    parameters: Callable[[Any], list]
+    params: Callable[[Any], Any]
+    train: TrainConfig
+
+
 class Method(NamedTuple):
     """Pure JAX functions of a method plus its resolved configuration (recorded verbatim).
 
@@ -203,7 +243,8 @@ class Method(NamedTuple):
     ``arrays(dtype)`` are the ``data`` argument of ``step``.  ``vi`` (reparameterized VI methods
     built by :func:`~hierbench.methods.vi.make_vi`) carries the family and settings, from which
     another backend builds its own step; a method without it (another library's algorithm) runs on
-    JAX only.
+    JAX only, unless it brings its own torch objective (``torch``, a :class:`TorchLoss`: Pyro's
+    peers, which run on torch only).
 
     A method whose q factorizes over groups as q(θ) ∏_i q(z_i | θ) may also give the two halves of
     ``sample`` separately, so that scoring can draw z for a chunk of groups at a time (N = 10⁵ groups
@@ -220,6 +261,7 @@ class Method(NamedTuple):
     sample_local: Callable[..., tuple[Any, Any, Any]] | None = None
     batches: Any = None
     vi: VISpec | None = None
+    torch: TorchLoss | None = None
 
 
 def check_choice(name: str, value: Any, choices: tuple) -> None:

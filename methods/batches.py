@@ -9,10 +9,13 @@ generator) and :meth:`Batches.picks` gathers the groups with array-API code.
 :class:`FullData`      every group every step (scale 1); ragged groups evaluated on size buckets
 :class:`UniformGroups` B of the N groups, drawn without replacement, scaled by N/B
 :class:`Stratified`    ragged groups: about B·N_s/N from each size stratum s, scaled by N_s/B_s
+RatingStoreBatches     a model whose ratings are kept compressed (``model.store``): stratified as
+                       above, each step's rows gathered from the store
+                       (:mod:`hierbench.methods.store_batches`)
 =====================  ==========================================================================
 
-A new source is one class with the four members of :class:`Batches` (the scale runner's compressed
-rating store is one: :class:`hierbench.scale.batches.RatingStoreBatches`).
+A new source is one class (one file) with the four members of :class:`Batches`;
+:func:`default_batches` chooses among them from the model and the method's ``batch_groups``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from hierbench.datasets.base import HierModel, ParamError, row_layout
+from hierbench.datasets.base import HierModel, ParamError, check_positive_int, row_layout
 from hierbench.methods._ops import namespace
+from hierbench.methods.base import Infeasible
 
 MAX_STRATA = 3  # default size strata of a minibatch on ragged groups (each is a branch of the step)
 
@@ -93,6 +97,8 @@ class FullData:
     strata: tuple[Stratum, ...] = ()
 
     def __init__(self, model: HierModel, batch_groups: int | None = None):
+        if model.store is not None:
+            refuse_full_data(model, "this method")
         self.model, self.batch_groups = model, batch_groups  # recorded: a B >= N asked for full data
         self.layout = row_layout(model)
         self.groups_per_pick = (model.num_groups,)
@@ -206,27 +212,74 @@ class Stratified:
             "row_layout": True,
             "strata": len(self.strata),
             "groups_per_step": sum(self.groups_per_pick),
+            "max_strata": self.max_strata,
         }
 
 
-def default_batches(model: HierModel, batch_groups: int | None, factorizes_over_groups: bool) -> Batches:
+def refuse_full_data(model: HierModel, who: str) -> None:
+    """Raise :class:`~hierbench.methods.base.Infeasible` for ``who`` reading the full padded data of a
+    model whose ratings are kept compressed, with the memory the padded layout would take."""
+    need = model.store.padded_bytes
+    raise Infeasible(
+        f"{who} reads all the data at once, padded: {need / 2**30:,.1f} GiB for {model.num_groups:,} "
+        "groups (float64 x, y, mask); this model keeps its ratings compressed (layout=store), which "
+        "VI over groups reads a minibatch at a time (branch, amortized)",
+        memory_bytes=need,
+    )
+
+
+def check_batch_groups(batch_groups: int | None, num_groups: int) -> None:
+    """Refuse a ``batch_groups`` above the data's N (:class:`ParamError`): B = N is full data."""
+    if batch_groups is not None and batch_groups > num_groups:
+        raise ParamError(
+            f"batch_groups={batch_groups} is more than the data's N={num_groups} groups "
+            f"(batch_groups={num_groups} is full data)"
+        )
+
+
+def default_batches(
+    model: HierModel,
+    batch_groups: int | None,
+    factorizes_over_groups: bool,
+    max_strata: int | None = None,
+) -> Batches:
     """The batch source of ``batch_groups`` (None: full data): full data, uniform groups, or size
-    strata where groups are ragged.  ``batch_groups`` ≥ N is full data.
+    strata where groups are ragged; on a model whose ratings are kept in a store
+    (``model.store``), size strata gathered from the store
+    (:class:`~hierbench.methods.store_batches.RatingStoreBatches`; full data: every user a step).
+    ``batch_groups`` = N is full data.  ``max_strata``: size strata of a stratified source (None: the
+    source's default, :data:`MAX_STRATA` padded, 16 on a store).
 
     Raises
     ------
     ParamError
-        A ``batch_groups`` that is not a positive integer, or < N for a family that does not factor
-        over groups.
+        A ``batch_groups`` or ``max_strata`` that is not a positive integer, a ``batch_groups`` above N
+        (an experiment over N with a fixed B sets B = N where N is smaller: say what runs), or
+        ``batch_groups`` < N for a family that does not factor over groups.
+    Infeasible
+        A family that does not factor over groups on a store model: it would need the padded data.
     """
+    if max_strata is not None:
+        max_strata = check_positive_int("max_strata", max_strata)
+    if batch_groups is not None and (
+        isinstance(batch_groups, bool) or not isinstance(batch_groups, (int, np.integer)) or batch_groups < 1
+    ):
+        raise ParamError(f"batch_groups must be an integer >= 1, got {batch_groups!r}")
+    check_batch_groups(batch_groups, model.num_groups)
+    if model.store is not None:
+        from hierbench.methods.store_batches import MAX_STRATA as STORE_MAX_STRATA
+        from hierbench.methods.store_batches import RatingStoreBatches
+
+        if not factorizes_over_groups:
+            refuse_full_data(model, "a family that does not factor over groups")
+        every = model.num_groups if batch_groups is None else min(int(batch_groups), model.num_groups)
+        return RatingStoreBatches(model.store, every, max_strata or STORE_MAX_STRATA)
     if batch_groups is None:
         return FullData(model)
-    if isinstance(batch_groups, bool) or not isinstance(batch_groups, (int, np.integer)) or batch_groups < 1:
-        raise ParamError(f"batch_groups must be an integer >= 1, got {batch_groups!r}")
     if batch_groups >= model.num_groups:
         return FullData(model, model.num_groups)
     if not factorizes_over_groups:
         raise ParamError("batch_groups < N needs a family that factorizes over groups")
     if row_layout(model) is not None:
-        return Stratified(model, int(batch_groups))
+        return Stratified(model, int(batch_groups), max_strata or MAX_STRATA)
     return UniformGroups(model, int(batch_groups))

@@ -49,6 +49,7 @@ def make(
             f"dense needs a {dim}x{dim} Cholesky factor (~{memory / 2**20:,.0f} MiB with Adam state, "
             f"O(D^2) work per draw); dimension {dim} > max_dim={max_dim}",
             memory_bytes=memory,
+            covariance_bytes=dim * dim * (4 if cfg.dtype == "float32" else 8),  # the D × D factor alone
         )
 
     family = build_family(model, init_sd)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from hierbench.datasets.base import HierModel, check_positive_int
+from hierbench.datasets.base import HierModel, ParamError, check_positive_int
 from hierbench.methods import _gaussian as g
 from hierbench.methods._ops import device, namespace, softplus, solve_triangular
 from hierbench.methods.base import Family, Method, train_config
@@ -22,6 +22,8 @@ def make(
     """Diagonal plus rank-r factor covariance over all of θ and z; full data."""
     cfg = train_config(train)
     rank = check_positive_int("rank", rank)
+    if rank > g.joint_dim(model):
+        raise ParamError(f"rank={rank} is more than the dimension {g.joint_dim(model)} of (θ, z)")
     family = build_family(model, rank, init_sd, init_factor)
     return make_vi(model, family, cfg, rank=rank, init_sd=init_sd, init_factor=init_factor)
 

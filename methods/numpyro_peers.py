@@ -1,4 +1,8 @@
-"""numpyro's SVI autoguides as peers of our Gaussian families, on the same joint and the same harness.
+"""numpyro's SVI autoguides as peers of our Gaussian families, on a factor of our joint, same harness.
+
+These peers measure numpyro's guide and optimizer overhead on *our* log joint (one ``numpyro.factor``);
+what a numpyro user's own model costs (plates, flat rows, numpyro distributions) is measured by the
+``numpyro-native-*`` peers (:mod:`hierbench.methods.peers.numpyro_native`).
 
 A hierbench model becomes a numpyro model over one flat latent vector w = (θ, vec z) of length
 D = G + N·L (:func:`numpyro_model`): an improper flat site ``w`` plus
@@ -59,11 +63,11 @@ from hierbench.methods import _gaussian as g
 from hierbench.methods.base import (
     Data,
     Draws,
-    Infeasible,
     Method,
     StepInfo,
     TrainConfig,
     VIState,
+    refuse_full_rank,
     train_config,
 )
 from hierbench.methods.batches import FullData
@@ -109,20 +113,43 @@ def _make_peer(
     init_params: Callable[[jax.Array], dict[str, jax.Array]] | None,
     **config: Any,
 ) -> Method:
-    """Wrap numpyro's SVI with ``guide`` as a Method.
+    """Wrap numpyro's SVI with ``guide`` on the factor model as a Method.
 
     ``posterior(guide, params)`` is the guide's distribution of w given its constrained parameters;
     ``init_params(key)`` overrides some of the guide's initial parameter values (real-valued ones only:
     they are set as unconstrained values).
     """
+    shape = (model.dim_global, model.num_groups, model.dim_local)
+
+    def draw(key: jax.Array, params: dict[str, jax.Array], data: Data, num_draws: int) -> Draws:
+        q = posterior(guide, params)
+        w = q.sample(key, (num_draws,))
+        theta, z = g.split_joint(w, *shape)
+        return Draws(theta, z, q.log_prob(w))
+
+    return svi_method(numpyro_model(model), guide, cfg, FullData(model), draw, init_params, **config)
+
+
+def svi_method(
+    np_model: Callable[[Data], None],
+    guide: Any,
+    cfg: TrainConfig,
+    batches: Any,
+    draw: Callable[[jax.Array, dict[str, jax.Array], Data, int], Draws],
+    init_params: Callable[[jax.Array], dict[str, jax.Array]] | None = None,
+    **config: Any,
+) -> Method:
+    """numpyro's SVI (``Trace_ELBO``, our optax Adam and schedule) of ``guide`` on ``np_model`` as a Method.
+
+    ``batches.arrays(dtype)`` is the model's argument (the step's ``data``); ``draw(key, params, data,
+    S)`` draws from q given the guide's constrained parameters (``SVI.get_params``), in our layout;
+    ``init_params(key)`` overrides some of the guide's initial (real-valued, unconstrained) parameters.
+    """
     if cfg.stl:
         raise ParamError("stl=True: numpyro's Trace_ELBO has no sticking-the-landing estimator")
     if cfg.dtype != "float64":
         raise ParamError("numpyro peers train in float64 only (dtype=float64)")
-    np_model = numpyro_model(model)
     svi = SVI(np_model, guide, optax_to_numpyro(cfg.optimizer()), Trace_ELBO(num_particles=cfg.num_samples))
-    batches = FullData(model)
-    shape = (model.dim_global, model.num_groups, model.dim_local)
     template = jax.tree.map(jnp.asarray, batches.arrays(cfg.dtype))
 
     # SVI.init traces model and guide eagerly (op by op, slow for large models) and sets the guide's
@@ -143,10 +170,7 @@ def _make_peer(
         return VIState(svi_state, (), state.step + 1), StepInfo(loss)
 
     def sample(key: jax.Array, params: Any, data: Data, num_draws: int) -> Draws:
-        q = posterior(guide, svi.get_params(params))
-        w = q.sample(key, (num_draws,))
-        theta, z = g.split_joint(w, *shape)
-        return Draws(theta, z, q.log_prob(w))
+        return draw(key, svi.get_params(params), data, num_draws)
 
     resolved = (
         dataclasses.asdict(cfg)
@@ -166,7 +190,7 @@ def _zero_init(model: HierModel) -> Callable:
 
 
 def make_autonormal(model: HierModel, *, init_sd: float = 0.1, stl: bool = False, **train) -> Method:
-    """numpyro SVI, AutoNormal (mean-field) on the flat (θ, z) vector; full data, peer of meanfield.
+    """numpyro SVI, AutoNormal (mean-field) on a factor of our joint over flat (θ, z); peer of meanfield.
 
     Parameters
     ----------
@@ -199,20 +223,14 @@ def make_automvn(
     stl: bool = False,
     **train,
 ) -> Method:
-    """numpyro SVI, AutoMultivariateNormal (full rank) on (θ, z); full data; refused above max_dim.
+    """numpyro SVI, AutoMultivariateNormal (full rank) on a factor of our joint over flat (θ, z); full data.
 
     Peer of ``dense``, with its defaults: peak learning rate 3e-3 and the same ``max_dim`` limit
     (status ``infeasible`` with the memory a D×D factor and its Adam state would take).
     """
     cfg = train_config(train | {"lr": lr, "stl": stl})
     dim = g.joint_dim(model)
-    if dim > max_dim:
-        memory = 4 * dim * (dim + 1) // 2 * 8  # parameters, gradient, two Adam moments: D(D+1)/2 each
-        raise Infeasible(
-            f"numpyro-automvn needs a {dim}x{dim} scale_tril (~{memory / 2**20:,.0f} MiB with Adam state); "
-            f"dimension {dim} > max_dim={max_dim}",
-            memory_bytes=memory,
-        )
+    refuse_full_rank("numpyro-automvn", dim, max_dim)
     guide = AutoMultivariateNormal(numpyro_model(model), init_loc_fn=_zero_init(model), init_scale=init_sd)
     posterior = lambda guide, params: guide.get_posterior(params)  # noqa: E731
     return _make_peer(model, guide, posterior, cfg, None, init_sd=init_sd, max_dim=max_dim)
@@ -227,7 +245,7 @@ def make_autolowrank(
     stl: bool = False,
     **train,
 ) -> Method:
-    """numpyro SVI, AutoLowRankMultivariateNormal (diagonal + rank r) on (θ, z); full data.
+    """numpyro SVI, AutoLowRankMultivariateNormal (diagonal + rank r) on a factor of our joint over (θ, z).
 
     Peer of ``lowrank`` (same rank default).  numpyro scales its factor by the diagonal scale,
     Σ = diag(s²) + diag(s) W Wᵀ diag(s), and starts W at 0, a saddle of the ELBO; we start it like

@@ -491,3 +491,20 @@ def make(
         return Posterior(None, None, natural, stats, float(compile_s), float(sample_s), settings)
 
     return Sampler(run, cfg)
+
+
+def note() -> str | None:
+    """Which Stan backend ``backend=auto`` takes here, and what CmdStan needs (``hierbench list``)."""
+    problem = _cmdstanpy_problem()
+    if problem is None:
+        return "backend=auto runs CmdStan through cmdstanpy"
+    cmdstan = (
+        "cmdstanpy is installed, only CmdStan is missing: python -m cmdstanpy.install_cmdstan"
+        if problem != "cmdstanpy is not installed"
+        else "for CmdStan: pip install cmdstanpy && python -m cmdstanpy.install_cmdstan"
+    )
+    pystan = "PyStan 3" if _pystan_problem() is None else "nothing (no PyStan 3 either)"
+    return f"backend=auto runs {pystan} here; {cmdstan}"
+
+
+make.note = note  # `hierbench list` prints a factory's note

@@ -43,18 +43,27 @@ CMDSTAN_HINT = (
     "install CmdStan with cmdstanpy: pip install cmdstanpy && python -m cmdstanpy.install_cmdstan "
     "(or conda install -c conda-forge cmdstanpy); PyStan 3 has no ADVI or Pathfinder"
 )
+# cmdstanpy is in the lock (`make setup` installs it); CmdStan itself is a download and a C++ build
+CMDSTAN_ONLY_HINT = (
+    "cmdstanpy is installed, only CmdStan is missing: python -m cmdstanpy.install_cmdstan (downloads and "
+    "builds CmdStan, not done by make setup); PyStan 3 has no ADVI or Pathfinder"
+)
+
+
+def _hint(problem: str) -> str:
+    return CMDSTAN_HINT if problem == "cmdstanpy is not installed" else CMDSTAN_ONLY_HINT
 
 
 def unavailable() -> str | None:
     """Why these entries cannot run here (``hierbench list`` shows it), or None when CmdStan is found."""
     problem = _cmdstanpy_problem()
-    return None if problem is None else f"no CmdStan ({problem}); {CMDSTAN_HINT}"
+    return None if problem is None else f"no CmdStan ({problem}); {_hint(problem)}"
 
 
 def _require_cmdstan(name: str) -> None:
     problem = _cmdstanpy_problem()
     if problem is not None:
-        raise Unavailable(f"no CmdStan: {name} needs CmdStan through cmdstanpy ({problem}); {CMDSTAN_HINT}")
+        raise Unavailable(f"no CmdStan: {name} needs CmdStan through cmdstanpy ({problem}); {_hint(problem)}")
 
 
 def _positive_float(name: str, value: Any) -> float:

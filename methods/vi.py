@@ -71,6 +71,7 @@ def make_vi(
     batches: Batches | None = None,
     *,
     batch_groups: int | None = None,
+    max_strata: int | None = None,
     **config: Any,
 ) -> Method:
     """Build a :class:`Method` that fits ``family`` by reparameterized stochastic VI with Adam.
@@ -88,11 +89,14 @@ def make_vi(
         ``batch_groups`` (full data, B uniform groups scaled by N/B, or size strata on ragged groups).
     batch_groups : int, optional
         Groups a step (None: all).
+    max_strata : int, optional
+        Size strata of a stratified batch source (None: the source's default); see
+        :func:`~hierbench.methods.batches.default_batches`.
     **config
         Family settings, recorded in ``Method.config``.
     """
     if batches is None:
-        batches = default_batches(model, batch_groups, family.factorizes_over_groups)
+        batches = default_batches(model, batch_groups, family.factorizes_over_groups, max_strata)
     opt = train.optimizer()
     dtype = jnp.dtype(train.dtype)
     strata = batches.strata

@@ -7,7 +7,7 @@ import pytest
 from hierbench.datasets.base import ParamError
 from hierbench.methods import METHODS, PEERS
 from hierbench.registry import is_sampler, parse_params
-from hierbench.sweep import expand, find_experiment, load_experiment
+from hierbench.suites.experiment import expand, find_experiment, load_experiment
 
 BENCH_SIZES = (10, 100, 1000)
 
@@ -62,7 +62,7 @@ def test_accuracy_plan_covers_every_vi_method_on_every_dataset():
 
 
 def test_accuracy_table_has_one_cell_per_method_and_dataset():
-    from hierbench.report import accuracy_markdown, accuracy_table
+    from hierbench.reports.tables import accuracy_markdown, accuracy_table
 
     def rec(method, dataset, status="ok", err=0.1):
         block = {"std_mean_err_mean": err, "sd_ratio_err_mean": 0.2}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hierbench.harness import budget, run_one
-from hierbench.sweep import expand, load_experiment, validate
+from hierbench.suites.experiment import expand, load_experiment
+from hierbench.suites.validate import validate
 
 SMALL = {"N": 6, "n": 5, "d": 2}
 

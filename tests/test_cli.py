@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,3 +179,42 @@ def test_overflowing_log_weights_are_not_an_elbo():
     assert out["elbo"] is None and out["elbo_se"] is None
     ok = summarize(np.linspace(-1, 1, 20), np.zeros((20, 2)), iw_k=10)
     assert ok["elbo"] == pytest.approx(0.0, abs=1e-12) and ok["elbo_se"] > 0
+
+
+@pytest.mark.parametrize(
+    "make_out", [lambda tmp: tmp / "a-file" / "r.jsonl", lambda tmp: Path("/proc/hb/r.jsonl")]
+)
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch, make_out):
+    """--out into a folder that cannot be made (a file in the way, /proc): exit 2 at once, before the
+    model is built or a step taken (a run used to finish and then lose its record to an OSError)."""
+    from hierbench import harness
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setattr(harness, "run_one", lambda *a, **k: pytest.fail("the run started"))
+    argv = ["run", "--method", "meanfield", "--dataset", "hier-linear", "--out", str(make_out(tmp_path))]
+    assert main(argv) == 2
+    assert "cannot write into" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "a-file"), "--out", str(tmp_path / "a-file" / "rep")]) == 2
+
+
+def test_run_outside_the_checkout_finds_the_store_or_says_why_accuracy_is_missing(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # outside the checkout: results/references is not here
+    argv = [
+        "run",
+        "--method",
+        "meanfield",
+        "--dataset",
+        "eight-schools",
+        "--steps",
+        "20",
+        "--checkpoints",
+        "1",
+    ]
+    argv += ["--eval-draws", "50", "--out", str(tmp_path / "r.jsonl")]
+    assert main(argv) == 0
+    (rec,) = read_records([tmp_path / "r.jsonl"])
+    assert rec["accuracy"] is not None  # the checkout's own store, found from elsewhere
+    assert main([*argv, "--references", str(tmp_path / "nowhere")]) == 0
+    assert "no accuracy scores: no reference stored under" in capsys.readouterr().err

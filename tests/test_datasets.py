@@ -531,3 +531,17 @@ def test_row_layout_gives_the_same_joint(name, monkeypatch):
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
     f, packed = base.full_data_log_joint(model)
     np.testing.assert_allclose(f(theta, z, packed), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["hier-linear", "hier-logistic"])
+def test_simulated_data_too_big_for_the_machine_is_refused_before_generating(name):
+    """N = 10⁹ groups would take terabytes: a ParamError (exit 2) with the estimate and the limit, at
+    once (validate_params, which sweeps call before anything runs), not a MemoryError half-way."""
+    import time
+
+    from hierbench.registry import build_model
+
+    t0 = time.perf_counter()
+    with pytest.raises(ParamError, match=r"GiB to generate, more than the .* GiB limit"):
+        build_model(name, {"N": 10**9})
+    assert time.perf_counter() - t0 < 5.0

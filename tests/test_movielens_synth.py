@@ -1,5 +1,6 @@
-"""movielens-synth (the ML-25M-shaped generator, its CSR store and cache, the CSV reader) and the scale
-runner (stratified minibatches gathered from the store, chunked float64 scoring, the records)."""
+"""movielens-synth (the ML-25M-shaped generator, its CSR store and cache, the CSV reader, its compressed
+layout) and minibatch VI on the store through the one run path (stratified minibatches gathered from the
+store, chunked float64 scoring, the records of run_one and of the scale experiment)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hierbench import scale
+from hierbench.cli import main
 from hierbench.datasets import DATASETS, movielens
 from hierbench.datasets import movielens_synth as synth
 from hierbench.datasets.base import ParamError
+from hierbench.harness import run_one
 from hierbench.methods import amortized, branch
 from hierbench.methods.batches import plan_strata, size_levels
+from hierbench.methods.store_batches import DeviceStore, RatingStoreBatches, gather, store_arrays
 from hierbench.methods.vi import make_vi
+from hierbench.records import read_records
+from hierbench.scale.report import write_summary
 from hierbench.scoring import Scorer
+from hierbench.scoring_store import ChunkedScorer
+from hierbench.suites.sweep import run_sweep
 
 
 @pytest.fixture(autouse=True)
@@ -108,10 +115,48 @@ def test_make_pads_the_store_and_refuses_big_layouts(store300):
     np.testing.assert_array_equal(model.data["mask"].sum(1), store.train_sizes)
     np.testing.assert_array_equal(model.test_data["mask"].sum(1), store.test_sizes)
     assert model.global_names[1] == "mu[Action]" and model.log_lik is movielens.log_lik
-    with pytest.raises(ParamError, match="hierbench.scale"):
+    assert model.params == {"num_users": 40, "seed": 1} and model.store is None
+    np.testing.assert_array_equal(model.theta_true, synth.true_theta())
+    with pytest.raises(ParamError, match="layout=store"):
         synth.make(num_users=50_000)  # refused from the sizes alone, before generating
     with pytest.raises(ParamError):
         synth.make(num_users=0)
+    with pytest.raises(ParamError, match="layout must be one of padded, store"):
+        synth.make(num_users=10, layout="csr")
+
+
+def test_validate_params_refuses_a_full_size_padded_layout_without_generating(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("generated data to validate parameters")
+
+    monkeypatch.setattr(synth, "generate", fail)
+    with pytest.raises(ParamError, match="layout=store"):
+        synth.validate_params(num_users=synth.ML25M_USERS)
+    full = synth.validate_params(num_users=synth.ML25M_USERS, layout="store")
+    assert full == {"num_users": synth.ML25M_USERS, "seed": 0, "layout": "store"}
+
+
+def test_store_layout_keeps_the_ratings_compressed(store300):
+    model = synth.make(num_users=300, seed=1, layout="store")
+    padded = synth.make(num_users=300, seed=1)
+    assert model.data == {} and model.test_data is None and model.store is not None
+    _same(model.store, store300)
+    assert model.params == {"num_users": 300, "seed": 1, "layout": "store"}
+    assert model.num_obs == padded.num_obs and model.num_groups == padded.num_groups == 300
+    assert (model.dim_global, model.dim_local, model.global_names) == (
+        padded.dim_global,
+        padded.dim_local,
+        padded.global_names,
+    )
+    info = model.store.describe()
+    assert info["store_bytes"] == store300.nbytes < info["padded_bytes"]
+    assert info["padded_bytes"] == sum(padded.data[k].nbytes for k in ("x", "y", "mask"))
+    assert info["store_layout"] == {
+        "ratings": int(store300.sizes.sum()),
+        "movies": synth.NUM_MOVIES,
+        "features": 20,
+        "bytes_per_rating": 5,
+    }
 
 
 def test_feature_stats_equal_the_amortized_nets():
@@ -212,7 +257,7 @@ def test_csv_reader_handles_unknown_movies_and_ratings_order(tmp_path):
     assert sorted(ids[:2]) == [-1, 1] and sorted(ids[2:]) == [1, 2, 3]
 
 
-# --------------------------------------------------------------------------- the scale runner
+# --------------------------------------------------------------------------- VI on the store
 
 
 HARNESS_KEYS = (
@@ -275,39 +320,43 @@ def _perturbed(params, seed=0, sd=0.05):
     )
 
 
+def _device(store: synth.RatingStore) -> DeviceStore:
+    return DeviceStore(*(jnp.asarray(a) for a in store_arrays(store, jnp.float64)))
+
+
 def test_gather_equals_the_padded_layout(store300):
     store = store300.head(25)
-    dev = scale.to_device(store, jnp.float64)
+    dev = _device(store)
     users = jnp.arange(25)
     for part in ("train", "test"):
         want = store.padded(part)
-        got = scale.gather(dev, users, want["mask"].shape[1], part)
+        got = gather(dev, users, want["mask"].shape[1], part)
         for key in ("x", "y", "mask"):
             np.testing.assert_array_equal(np.asarray(got[key]), want[key], err_msg=(part, key))
 
 
-def test_scale_methods_are_the_registered_families():
-    """The runner's branch on the store is branch.make's family and sampler, and its amortized is
-    amortized.build's: the same draws from the same key (the store only changes the batch source)."""
+def test_the_store_only_changes_the_batch_source():
+    """branch.make and amortized.make on the compressed model build the padded model's family: the same
+    initial parameters and the same draws from the same key; the batch source is the store's (chosen
+    from the model), with the store's default strata unless max_strata says otherwise."""
     store = _small_store(num_users=12)
-    model = synth.model_from_store(store, "toy", {})
-    schema = scale.schema_model(store, "toy", {})
-    cfg = scale.ScaleConfig(num_users=12, methods=("branch",), steps=10, batch_users=4, max_strata=2)
-    for name, registered in (("branch", branch.make(model, steps=10)), ("amortized-potential", None)):
-        if registered is None:
-            family, train, _ = amortized.build(model, store.feature_stats(), head="potential", steps=10)
-            registered = make_vi(model, family, train)
-        ours = scale.build_vi(name, schema, store, cfg, 10)
-        params = _perturbed(registered.init(jax.random.key(0)).params)
+    padded = synth.model_from_store(store, "toy", {})
+    compressed = synth.store_model(store, "toy", {})
+    for make, params in ((branch.make, {}), (amortized.make, {"head": "potential", "width": 8})):
+        ours = make(compressed, steps=10, batch_groups=4, **params)
+        registered = make(padded, steps=10, batch_groups=4, **params)
+        assert isinstance(ours.batches, RatingStoreBatches) and ours.config["max_strata"] == 16
+        assert make(compressed, steps=10, batch_groups=4, max_strata=2, **params).config["strata"] == 2
         for a, b in zip(
             jax.tree.leaves(ours.init(jax.random.key(0)).params),
             jax.tree.leaves(registered.init(jax.random.key(0)).params),
             strict=True,
         ):
             np.testing.assert_array_equal(a, b)
-        data = {k: jnp.asarray(v) for k, v in model.data.items()}
-        want = registered.sample(jax.random.key(3), params, data, 5)
-        got = ours.sample(jax.random.key(3), params, data, 5)
+        params_ = _perturbed(registered.init(jax.random.key(0)).params)
+        data = {k: jnp.asarray(v) for k, v in padded.data.items()}
+        want = registered.sample(jax.random.key(3), params_, data, 5)
+        got = ours.sample(jax.random.key(3), params_, data, 5)
         np.testing.assert_array_equal(got.theta, want.theta)
         np.testing.assert_allclose(got.z, want.z, rtol=1e-12)
         np.testing.assert_allclose(got.log_q, want.log_q, rtol=1e-12)
@@ -315,11 +364,11 @@ def test_scale_methods_are_the_registered_families():
 
 @pytest.mark.parametrize("head", ["potential", pytest.param("moments", marks=pytest.mark.slow)])
 def test_stratified_minibatch_estimate_from_the_store_is_unbiased(head):
-    """The scale runner's minibatch −ELBO (users stratified by size, gathered from the CSR store,
-    scaled N_s/B_s) has the full-data estimate's mean within 4 standard errors, and the test has
-    power (its se is below 0.2% of the value)."""
+    """The minibatch −ELBO on the store (users stratified by size, gathered from the CSR store, scaled
+    N_s/B_s) has the full-data estimate's mean within 4 standard errors, and the test has power (its se
+    is below 0.2% of the value)."""
     store = _small_store()
-    model = scale.schema_model(store, "toy", {})
+    model = synth.store_model(store, "toy", {})
     sub_strata = plan_strata(store.train_sizes, 8, 3)
     full_strata = plan_strata(store.train_sizes, store.num_users, 3)
     assert len(np.unique(size_levels(store.train_sizes))) > 3 and len(sub_strata) == 3
@@ -327,14 +376,7 @@ def test_stratified_minibatch_estimate_from_the_store_is_unbiased(head):
     keys = jax.random.split(jax.random.key(1), 16_000)
 
     def losses(batch_users):
-        cfg = scale.ScaleConfig(
-            num_users=store.num_users,
-            batch_users=batch_users,
-            max_strata=3,
-            steps=10,
-            method_params={"width": 8},
-        )
-        method = scale.build_vi(f"amortized-{head}", model, store, cfg, 10)
+        method = amortized.make(model, head=head, batch_groups=batch_users, max_strata=3, width=8, steps=10)
         state = method.init(jax.random.key(0))
         state = state._replace(params=_perturbed(state.params))
         data = jax.tree.map(jnp.asarray, method.batches.arrays("float64"))
@@ -356,16 +398,13 @@ def test_chunked_elbo_equals_the_harness_scorer(store300):
     chunks of users with shared θ draws equals the harness Scorer's full-data one within 4 se, and so
     does the held-out log predictive density."""
     store = store300.head(30)
-    model = synth.model_from_store(store, "movielens-synth", {})
-    schema = scale.schema_model(store, "movielens-synth", {})
-    family, cfg, _ = amortized.build(schema, store.feature_stats(), head="potential", width=8, steps=10)
+    padded = synth.model_from_store(store, "movielens-synth", {})
+    compressed = synth.store_model(store, "movielens-synth", {})
+    family, cfg, _ = amortized.build(compressed, head="potential", width=8, steps=10)
     params = _perturbed(jax.tree.map(jnp.asarray, family.init_params(jax.random.key(0))), sd=0.02)
-    batches = scale.RatingStoreBatches(store, 8, 1)
-    ours = scale.ChunkedScorer(
-        make_vi(schema, family, cfg, batches), schema, store, num_draws=1500, max_segments=1
-    )
+    ours = ChunkedScorer(compressed, make_vi(compressed, family, cfg, batch_groups=8), 1500, max_segments=1)
     got = ours(jax.random.key(5), params)
-    want = Scorer(model, make_vi(model, family, cfg), num_draws=1500)(jax.random.key(6), params)
+    want = Scorer(padded, make_vi(padded, family, cfg), num_draws=1500)(jax.random.key(6), params)
     se = np.hypot(got["elbo_se"], want["elbo_se"])
     assert abs(got["elbo"] - want["elbo"]) < 4 * se, (got["elbo"], want["elbo"], se)
     assert got["heldout_obs"] == want["heldout_obs"] == int(store.test_sizes.sum())
@@ -375,23 +414,52 @@ def test_chunked_elbo_equals_the_harness_scorer(store300):
     assert got["log_q_ok"] and got["eval_draws"] == 1500
 
 
+QUICK_SCALE = """
+[experiment]
+name = "scale-test"
+
+[defaults]
+dataset = "movielens-synth"
+data_params = { num_users = 300, seed = 1, layout = "store" }
+steps = 20
+chunk_steps = 10
+checkpoints = 1
+eval_draws = 8
+scoring = { eval_segments = 2 }
+
+[[runs]]
+method = "amortized"
+method_params = { head = "potential", width = 8, batch_groups = 32, max_strata = 3 }
+
+[[runs]]
+method = "branch"
+method_params = { batch_groups = 32, max_strata = 3 }
+
+[[runs]]
+method = "dense"
+
+[[runs]]
+method = "meanfield"
+"""
+
+
 def test_quick_run_writes_complete_records(tmp_path):
-    cfg = scale.ScaleConfig(
-        num_users=300,
-        seed=1,
-        methods=("amortized-potential", "branch", "dense"),
-        batch_users=32,
-        steps=20,
-        chunk_steps=10,
-        checkpoints=1,
-        eval_draws=8,
-        eval_segments=2,
-        max_strata=3,
-        method_params={"width": 8},
-    )
-    records = scale.run_scale(cfg, tmp_path, isolate=False, progress=False)
-    assert [r["status"] for r in records] == ["ok", "ok", "infeasible"]
-    amort, br, dense = records
+    """Through the sweep (in this process): amortized and branch train on the store, dense and
+    meanfield (full-data families) are recorded infeasible with the memory they would need; the
+    report is written from the records."""
+    exp = tmp_path / "scale-test.toml"
+    exp.write_text(QUICK_SCALE)
+    out = tmp_path / "records.jsonl"
+    result = run_sweep(exp, out, jobs=0, references=None, progress=False)
+    assert not result.failed
+    records = read_records([out])
+    assert [(r["method"], r["status"]) for r in records] == [
+        ("amortized", "ok"),
+        ("branch", "ok"),
+        ("dense", "infeasible"),
+        ("meanfield", "infeasible"),
+    ]
+    amort, br, dense, mf = records
     for rec in (amort, br):
         for key in (
             "elbo",
@@ -401,6 +469,7 @@ def test_quick_run_writes_complete_records(tmp_path):
             "eval_compile_s",
             "env",
             "peak_rss_bytes",
+            "theta_true_std_err",
         ):
             assert rec[key] is not None, key
         assert rec["steps"] == 20 and rec["wall_s"] > 0 and "stopped" not in rec
@@ -408,8 +477,10 @@ def test_quick_run_writes_complete_records(tmp_path):
         assert all(np.isfinite(p["elbo"]) and np.isfinite(p["heldout_lpd_per_obs"]) for p in rec["trace"])
         assert rec["method_params"]["strata"] == 3 and rec["method_params"]["steps"] == 20
         assert rec["store_bytes"] > 0 and rec["num_groups"] == 300 and rec["dataset"] == "movielens-synth"
-        assert len(rec["theta_true"]) == 40
-    # the schema of harness.run_one's records, plus the scale runner's memory fields
+        assert rec["padded_bytes"] > rec["store_bytes"] and rec["store_layout"]["bytes_per_rating"] == 5
+        assert len(rec["theta_true"]) == 40 and rec["data_params"]["layout"] == "store"
+        assert 0 < rec["params_bytes"] < rec["memory_estimate_bytes"]
+    # the schema of harness.run_one's records, with the memory and store fields
     harness_keys = set(HARNESS_KEYS) | {
         "peak_rss_bytes",
         "store_bytes",
@@ -418,78 +489,100 @@ def test_quick_run_writes_complete_records(tmp_path):
     }
     assert harness_keys <= set(amort) and harness_keys <= set(br)
     assert amort["method_params"]["head"] == "potential" and amort["method_params"]["width"] == 8
-    assert dense["memory_bytes"] > 8 * dense["dim"] ** 2 > 0 and dense["dim"] == 40 + 300 * 20
-    on_disk = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
-    assert [r["record_id"] for r in on_disk] == [r["record_id"] for r in records]
-    assert (tmp_path / "summary.md").is_file() and (tmp_path / "scale.png").is_file()
-    assert "amortized" in (tmp_path / "summary.md").read_text()
+    assert amort["cell"]["scoring"] == {"eval_segments": 2} and amort["cell"]["chunk_steps"] == 10
+    assert dense["memory_bytes"] > dense["covariance_bytes"] == 8 * dense["dim"] ** 2 > 0
+    assert dense["dim"] == 40 + 300 * 20
+    assert mf["memory_bytes"] == mf["padded_bytes"] and "layout=store" in mf["error"]
+    paths = write_summary(records, tmp_path)
+    assert paths["summary_md"].is_file() and paths["figure"].is_file()
+    assert "amortized" in paths["summary_md"].read_text()
 
 
 @pytest.mark.slow
-def test_scale_runner_trains_on_a_csv_release(tmp_path, store300):
+def test_a_csv_release_trains_from_the_store(tmp_path, store300):
     synth.write_movielens_csv(store300.head(120), tmp_path / "ml")
-    cfg = scale.ScaleConfig(
-        path=str(tmp_path / "ml"),
-        num_users=10**6,  # all of the CSV's users
-        seed=1,
-        methods=("amortized-moments",),
-        batch_users=16,
+    data = {"path": str(tmp_path / "ml"), "layout": "store", "num_users": None, "seed": 1}
+    rec = run_one(
+        "amortized",
+        "movielens-small",
+        data,
+        {"head": "moments", "batch_groups": 16, "width": 8},
         steps=10,
         chunk_steps=10,
         checkpoints=1,
         eval_draws=8,
-        eval_segments=1,
-        method_params={"width": 8},
+        scoring={"eval_segments": 1},
+        progress=False,
+        references=None,
     )
-    (rec,) = scale.run_scale(cfg, tmp_path / "out", isolate=False, progress=False)
-    assert rec["status"] == "ok" and rec["dataset"] == "movielens-small" and rec["num_groups"] == 120
-    assert rec["data_params"]["source"] == "csv" and rec["method_params"]["head"] == "moments"
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["dataset"] == "movielens-small" and rec["num_groups"] == 120 and rec["store_bytes"] > 0
+    assert rec["data_params"]["layout"] == "store" and rec["method_params"]["head"] == "moments"
+    assert "theta_true" not in rec  # real data: no truth
+    with pytest.raises(ParamError, match="give path"):
+        movielens.make(layout="store")
 
 
-def test_bad_config_is_a_param_error():
-    with pytest.raises(ParamError, match="methods"):
-        scale.ScaleConfig(methods=("nuts",))
-    with pytest.raises(ParamError, match="budget_s"):
-        scale.ScaleConfig(steps=None, budget_s=None)
-    assert scale.main(["--methods", "bogus", "--num-users", "10"]) == 2
+def test_bad_config_is_a_param_error(tmp_path, capsys):
+    with pytest.raises(ParamError, match="steps, budget_s"):
+        run_one("branch", "movielens-synth", steps=None, raise_param_errors=True, references=None)
+    with pytest.raises(ParamError, match="eval_segments"):
+        run_one("branch", "movielens-synth", scoring={"eval_segments": 0}, raise_param_errors=True)
+    with pytest.raises(ParamError, match="store"):  # a padded model has no chunked scorer
+        run_one(
+            "branch",
+            "movielens-synth",
+            {"num_users": 6},
+            scoring={"eval_segments": 2},
+            steps=2,
+            raise_param_errors=True,
+            references=None,
+        )
+    with pytest.raises(ParamError, match="max_strata"):
+        amortized.make(synth.make(num_users=6, layout="store"), max_strata=0)
+    # a sweep refuses a full-size padded cell before anything runs (or generates)
+    exp = tmp_path / "padded.toml"
+    exp.write_text(
+        '[[runs]]\nmethod = "branch"\ndataset = "movielens-synth"\ndata_params = { num_users = 162_541 }\n'
+    )
+    assert main(["sweep", str(exp), "--out", str(tmp_path / "r.jsonl"), "--jobs", "0"]) == 2
+    assert "layout=store" in capsys.readouterr().err and not (tmp_path / "r.jsonl").exists()
+    argv = ["run", "--method", "branch", "--dataset", "movielens-synth", "--out", str(tmp_path / "r.jsonl")]
+    assert main([*argv, "--data-param", "layout=csr"]) == 2
+    assert "layout must be one of padded, store" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_budget_calibrates_the_schedule_and_stops_the_run(tmp_path):
-    cfg = scale.ScaleConfig(
-        num_users=500,
-        methods=("amortized-potential",),
-        budget_s=3.0,
+def test_budget_plans_and_stops_a_run_on_the_store():
+    rec = run_one(
+        "amortized",
+        "movielens-synth",
+        {"num_users": 500, "layout": "store"},
+        {"head": "potential", "width": 8, "batch_groups": 32, "max_strata": 3},
         steps=None,
+        budget_s=3.0,
         chunk_steps=5,
         checkpoints=2,
         eval_draws=8,
-        eval_segments=2,
-        method_params={"width": 8},
+        scoring={"eval_segments": 2},
+        progress=False,
+        references=None,
     )
-    (rec,) = scale.run_scale(cfg, tmp_path, isolate=True, progress=False)
     assert rec["status"] == "ok" and rec["planned_steps"] >= 5 and rec["probe"]["chunk"] == 5
     assert rec["method_params"]["steps"] == rec["planned_steps"]
     assert rec["wall_s"] <= 1.25 * 3.0 + 1.0 or rec["stopped"] == "budget"
 
 
-def test_a_silent_worker_is_killed_and_recorded(tmp_path):
-    """The watchdog: a worker that reports no progress for stall_s seconds (here: while it is still
-    importing JAX) is killed and its record says so, instead of the run hanging."""
-    cfg = scale.ScaleConfig(num_users=50, methods=("branch",), steps=10, chunk_steps=10, stall_s=0.2)
-    record = scale._run_isolated("branch", cfg, "run", False, "movielens-synth")
-    assert record["status"] == "error" and "no progress" in record["error"]
-
-
 @pytest.mark.slow
-def test_quick_command_line_end_to_end(tmp_path):
-    """`python -m hierbench.scale --quick`: each method in its own process (its own peak RSS)."""
-    assert scale.main(["--quick", "--out", str(tmp_path), "--no-progress"]) == 0
-    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+def test_quick_scale_command_end_to_end(tmp_path):
+    """`hierbench scale --quick`: experiments/scale.toml's smoke check, each cell in its own process."""
+    assert main(["scale", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    records = read_records([tmp_path / "records.jsonl"])
     assert [(r["method"], r["status"]) for r in records] == [
         ("amortized", "ok"),
         ("branch", "ok"),
         ("dense", "infeasible"),
     ]
-    assert len({r["run_id"] for r in records}) == 1 and records[0]["num_groups"] == 2000
-    assert (tmp_path / "scale.png").is_file()
+    assert {r["experiment"] for r in records} == {"scale"} and records[0]["num_groups"] == 2000
+    assert len({r["env"]["hostname"] for r in records}) == 1 and all(r["peak_rss_bytes"] for r in records)
+    assert (tmp_path / "scale.png").is_file() and (tmp_path / "summary.md").is_file()

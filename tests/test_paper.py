@@ -1,6 +1,6 @@
-"""The paper's figures and tables from stored records (hierbench.paper): every artifact is written, the
-numbers in the tables are the records', time to target interpolates, infeasible cells and missing
-experiments are reported, never crashed on."""
+"""The paper's figures and tables from stored records (hierbench.reports.paper): every artifact is
+written, the numbers in the tables are the records', time to target interpolates, infeasible cells and
+missing experiments are reported, never crashed on."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierbench import paper
 from hierbench.records import append_record, read_records
+from hierbench.reports import paper
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 GIB = 2**30
@@ -224,18 +224,6 @@ def made(tmp_path_factory):
     return root, out, result
 
 
-def test_time_to_target_interpolates_on_a_hand_made_trace():
-    times, elbos = [0.0, 1.0, 2.0, 4.0], [-100.0, -50.0, -10.0, -5.0]
-    assert paper.time_to_target(times, elbos, -30.0) == pytest.approx(1.5)  # halfway from -50 to -10
-    assert paper.time_to_target(times, elbos, -7.5) == pytest.approx(3.0)
-    assert paper.time_to_target(times, elbos, -10.0) == pytest.approx(2.0)  # exactly a trace point
-    assert paper.time_to_target(times, elbos, -100.0) == 0.0  # the first point already reaches it
-    assert paper.time_to_target(times, elbos, -1.0) is None  # never reached
-    # not monotone: the first crossing counts; missing ELBOs are skipped
-    assert paper.time_to_target([0, 1, 2, 3], [-10, -4, -8, -2], -5) == pytest.approx(5 / 6)
-    assert paper.time_to_target([0, 1, 2], [-10, None, -2], -6) == pytest.approx(1.0)
-
-
 def test_every_artifact_is_written_and_indexed(made):
     _, out, result = made
     assert not result.missing
@@ -255,13 +243,13 @@ def test_every_artifact_is_written_and_indexed(made):
         assert name in index, name
     assert f"git {SHA[:12]} (clean)" in index
     assert "`hierbench sweep scaling`" in index  # the command that made the records, from env.argv
-    assert f"python -m hierbench.paper --out {out}" in index
+    assert f"hierbench figures --out {out}" in index
     for exp in paper.EXPERIMENTS:
         assert f"{paper.records_path(made[0], exp)}" in index
     # every table names its records and the command in its header
     for exp, (_, table) in paper.STEMS.items():
         head = (out / f"{table}.md").read_text().split("\n\n")[1]
-        assert str(paper.records_path(made[0], exp)) in head and "python -m hierbench.paper" in head
+        assert str(paper.records_path(made[0], exp)) in head and "hierbench figures" in head
 
 
 def expected_time(trace: list[tuple[float, float]], target: float) -> float | None:
@@ -440,7 +428,7 @@ def test_a_retried_cell_counts_once(tmp_path):
 def test_real_sweep_records(tmp_path):
     """Records made by the real sweep (schema drift would show here): a tiny scaling-like grid with an
     infeasible dense cell and a branch run."""
-    from hierbench.sweep import run_sweep
+    from hierbench.suites.sweep import run_sweep
 
     toml = tmp_path / "scaling.toml"
     toml.write_text(

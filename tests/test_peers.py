@@ -26,7 +26,7 @@ TINY = {"N": 5, "n": 5, "d": 2}
 
 
 def test_peers_are_registered():
-    assert set(NUMPYRO_PEERS + STAN_PEERS) == set(PEERS) <= set(METHODS)
+    assert set(NUMPYRO_PEERS + STAN_PEERS) <= set(PEERS) <= set(METHODS)  # more: test_native_peers.py
     assert not any(is_sampler(METHODS[m]) for m in NUMPYRO_PEERS)  # VI: harness-owned steps
     assert all(is_sampler(METHODS[m]) for m in STAN_PEERS)  # Stan owns its loop
 
@@ -169,7 +169,7 @@ def test_stan_vi_with_cmdstanpy_records_ok(method, monkeypatch, tmp_path):
 
 def test_peer_comparison_table():
     from hierbench.peers import compare, markdown, time_to_common_target
-    from hierbench.sweep import expand, find_experiment, load_experiment
+    from hierbench.suites.experiment import expand, find_experiment, load_experiment
 
     runs = [c.kwargs for c in expand(load_experiment(find_experiment("peers")))]
     assert {(r["method"], r["data_params"]["N"]) for r in runs if r["method"].startswith("numpyro")} == {

@@ -1,4 +1,4 @@
-"""The perf suite's analytic FLOP counts (benchmarks/perf/perf_floor.py) against XLA's own count.
+"""The perf suite's analytic FLOP counts (:mod:`hierbench.perf.floor`) against XLA's own count.
 
 XLA's ``cost_analysis`` counts the compiled step's operations.  Where the step is dominated by
 matrix products (the dense factor, the amortization net) the two must agree to within a small
@@ -8,23 +8,13 @@ generation (threefry, integer work that XLA counts as flops) is kept negligible 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import pytest
 
 from hierbench.methods import METHODS
+from hierbench.perf import floor
 from hierbench.registry import build_model
-
-_spec = importlib.util.spec_from_file_location(
-    "hierbench_perf_floor", Path(__file__).resolve().parents[1] / "benchmarks" / "perf" / "perf_floor.py"
-)
-perf_floor = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = perf_floor  # its dataclass looks its module up
-_spec.loader.exec_module(perf_floor)
 
 
 def _xla_flops(method, model) -> float:
@@ -48,15 +38,15 @@ def test_analytic_flops_match_xla(family, method, params, N):
     model = build_model("hier-linear", {"N": N, "n": n, "d": d, "seed": 0})
     algo = METHODS[method](model, steps=100, num_samples=S, **params)
     if family == "dense":
-        cost = perf_floor.step_cost("dense", N, n, d, S)
+        cost = floor.step_cost("dense", N, n, d, S)
     else:
         groups = params["batch_groups"]
-        cost = perf_floor.amortized_cost(groups * n, groups, d, d, d, d + 1, S)
+        cost = floor.amortized_cost(groups * n, groups, d, d, d, d + 1, S)
     ratio = _xla_flops(algo, model) / cost.flops
     assert 0.5 < ratio < 2.5, f"XLA counts {ratio:.2f}x the analytic FLOPs of one {family} step"
 
 
 def test_floor_is_the_roofline_bound():
-    cost = perf_floor.StepCost(flops=2e9, bytes=1e9)
+    cost = floor.StepCost(flops=2e9, bytes=1e9)
     assert cost.floor_s(gflops=10.0, gbytes_per_s=10.0) == pytest.approx(0.2)  # compute-bound
     assert cost.floor_s(gflops=100.0, gbytes_per_s=2.0) == pytest.approx(0.5)  # memory-bound

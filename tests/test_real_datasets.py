@@ -314,6 +314,56 @@ def test_movielens_csv_errors(tmp_path):
     assert frame["year"].tolist() == [1999.0] and frame["genres"].tolist() == ["Drama|War"]
 
 
+GOOD_RATINGS = "userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,3.5,11\n2,1,5,12\n"
+GOOD_MOVIES = "movieId,title,genres\n1,A (1999),Drama\n2,B (2001),Comedy\n"
+
+
+@pytest.mark.parametrize(
+    ("ratings", "movies", "match"),
+    [
+        (
+            "userId,movieId,rating,timestamp\n1,1,,10\n",
+            GOOD_MOVIES,
+            r"ratings.csv:2: rating '' is not a rating",
+        ),
+        (
+            "userId,movieId,rating,timestamp\n1,1,4,10\n1,2,94,11\n",
+            GOOD_MOVIES,
+            r"ratings.csv:3: rating '94'",
+        ),
+        ("userId,movieId,rating,timestamp\n1,1,-7,10\n", GOOD_MOVIES, r"ratings.csv:2: rating '-7'"),
+        ("", GOOD_MOVIES, r"ratings.csv is not a CSV file with a header"),
+        ("userId,movieId,rating,timestamp\n", GOOD_MOVIES, r"ratings.csv has no ratings"),
+        ("userId,movieId,rating,timestamp\nbob,1,4,10\n", GOOD_MOVIES, r"ratings.csv:2: userId 'bob' is not"),
+        (
+            "userId,movieId,rating,timestamp\n1,1.5,4,10\n",
+            GOOD_MOVIES,
+            r"ratings.csv:2: movieId '1.5' is not",
+        ),
+        (GOOD_RATINGS, GOOD_MOVIES + "2,C (2002),War\n", r"movies.csv:4: movieId '2' appears twice"),
+        (GOOD_RATINGS, "movieId,title,genres\nx,A,Drama\n", r"movies.csv:2: movieId 'x' is not"),
+    ],
+)
+def test_movielens_csv_rows_are_validated(tmp_path, ratings, movies, match):
+    """Blank, off-scale and non-numeric values, empty files and duplicated movies: a ParamError (the
+    CLI's exit 2) naming the file, the line and the value, from both CSV readers."""
+    from hierbench.datasets import movielens_synth
+
+    (tmp_path / "ratings.csv").write_text(ratings)
+    (tmp_path / "movies.csv").write_text(movies)
+    with pytest.raises(ParamError, match=match):
+        movielens.make(path=str(tmp_path))
+    with pytest.raises(ParamError, match=match):
+        movielens_synth.read_csv_store(tmp_path)
+
+
+def test_movielens_csv_accepts_a_valid_release(tmp_path):
+    (tmp_path / "ratings.csv").write_text(GOOD_RATINGS)
+    (tmp_path / "movies.csv").write_text(GOOD_MOVIES)
+    frame = movielens.load_movielens_csv(tmp_path)
+    assert frame["rating"].tolist() == [4.0, 3.5, 5.0] and frame["userId"].dtype == np.int64
+
+
 @pytest.mark.parametrize(
     "bad,match",
     [

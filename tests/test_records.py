@@ -138,7 +138,7 @@ def test_report_on_a_file_with_bad_lines_reports_them_and_exits_0(tmp_path, caps
     assert "skipped 5 unreadable record line(s)" in captured.err and f"{path}:2: not UTF-8" in captured.err
     assert "2 record(s) reported; 5 unreadable line(s) skipped" in captured.out
     md = (out / "summary.md").read_text(encoding="utf-8")
-    assert "**5 record line(s) could not be read and were skipped**" in md and "`records.jsonl:7`" in md
+    assert "skipped 5 unreadable line(s)**" in md and "`records.jsonl:7` (not complete JSON)" in md
     assert sorted(p.name for p in out.iterdir()) == [
         "elbo_vs_time_hier-linear.png",
         "summary.csv",
@@ -148,7 +148,7 @@ def test_report_on_a_file_with_bad_lines_reports_them_and_exits_0(tmp_path, caps
 
 
 def test_report_that_fails_leaves_no_partial_output(tmp_path, monkeypatch):
-    import hierbench.report
+    import hierbench.reports.report
 
     path = tmp_path / "records.jsonl"
     for seed in (0, 1):
@@ -157,7 +157,7 @@ def test_report_that_fails_leaves_no_partial_output(tmp_path, monkeypatch):
     def broken(df):
         raise RuntimeError("figure failed")
 
-    monkeypatch.setattr(hierbench.report, "_trace_figure", broken)
+    monkeypatch.setattr(hierbench.reports.report, "trace_figure", broken)
     out = tmp_path / "report"
     with pytest.raises(RuntimeError, match="figure failed"):
         main(["report", str(path), "--out", str(out)])

@@ -131,7 +131,8 @@ def _fake_posterior(model, rng, shift_chain=0.0, diverging=0, energy_scale=1.0):
 def test_gate_refuses_bad_references_and_says_why(kwargs, failed, tmp_path):
     model = build_model("hier-linear", {"N": 3, "n": 4, "d": 2})
     post = _fake_posterior(model, np.random.default_rng(0), **kwargs)
-    ref, _ = refstore.from_posterior("hier-linear", model, post, "k" * 64, "cmd")
+    key = refstore.reference_key("hier-linear", model, post.settings, None)
+    ref, _ = refstore.from_posterior("hier-linear", model, post, key, "cmd")
     if failed is None:
         assert ref.accepted and ref.require_accepted() is ref
         return
@@ -141,12 +142,13 @@ def test_gate_refuses_bad_references_and_says_why(kwargs, failed, tmp_path):
         ref.require_accepted()
     # stored with its diagnostics, and never picked as ground truth
     refstore.save(ref, None, tmp_path)
-    stored = refstore.load(refstore.paths(tmp_path, "hier-linear", "k" * 64)[0])
+    stored = refstore.load(refstore.paths(tmp_path, "hier-linear", key)[0])
     assert not stored.accepted and stored.meta["diagnostics"]["rhat_max"] > 0
     logistic = build_model("hier-logistic", {"N": 3, "n": 4, "d": 2})
     # a refused reference for the same data is reported, not used
     post_l = _fake_posterior(logistic, np.random.default_rng(0), **kwargs)
-    bad, _ = refstore.from_posterior("hier-logistic", logistic, post_l, "b" * 64, "cmd")
+    key_l = refstore.reference_key("hier-logistic", logistic, post_l.settings, None)
+    bad, _ = refstore.from_posterior("hier-logistic", logistic, post_l, key_l, "cmd")
     refstore.save(bad, None, tmp_path)
     found, note = refstore.find_accepted("hier-logistic", logistic, tmp_path)
     assert found is None and "refused" in note
@@ -180,13 +182,78 @@ def test_run_nuts_records_diagnostics_and_accuracy_vs_exact(tmp_path):
         {"N": 5, "n": 5, "d": 2},
         {"warmup": 300, "draws": 300, "chains": 2},
         references=tmp_path,
+        save_reference=tmp_path / "saved",
     )
     assert rec["status"] == "ok", rec.get("error")
     assert rec["compile_s"] > 0 and rec["wall_s"] > 0 and rec["grad_evals"] > 0
     assert set(rec["diagnostics"]) >= {"rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "ebfmi_min"}
     assert rec["accuracy"]["reference"] == "exact"
     assert rec["accuracy"]["global"]["std_mean_err_max"] < 0.5
-    assert Path(rec["reference_file"]).is_file()
+    assert Path(rec["reference_file"]).is_file() and Path(rec["reference_file"]).is_relative_to(tmp_path)
+
+
+def _stored_copy(tmp_path: Path, dataset: str = "eight-schools") -> Path:
+    """A copy of the committed reference of ``dataset`` in a store of its own."""
+    (src,) = sorted((Path(__file__).parents[1] / "results" / "references" / dataset).glob("*.json"))
+    dst = tmp_path / dataset
+    dst.mkdir(parents=True)
+    for f in (src, src.with_suffix(".npz")):
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst / src.name
+
+
+def test_load_reapplies_the_gate_to_edited_diagnostics(tmp_path):
+    """Diagnostics edited to 10 draws and bulk ESS 5 (the file still saying "accepted"): the gate is
+    re-run on load, the reference is refused and never scores a VI run."""
+    path = _stored_copy(tmp_path)
+    assert refstore.load(path).accepted
+    meta = json.loads(path.read_text())
+    meta["diagnostics"]["ess_bulk_min"] = 5.0
+    path.write_text(json.dumps(meta))
+    ref = refstore.load(path)
+    assert not ref.accepted and any(m.startswith("bulk ESS = 5") for m in ref.failed_checks)
+    assert any("stored verdict" in m for m in ref.failed_checks)
+    assert not next(c for c in ref.meta["checks_made"] if c["check"] == "bulk ESS")["passed"]
+    model = build_model("eight-schools", {})
+    found, note = refstore.find_accepted("eight-schools", model, tmp_path)
+    assert found is None and "refused" in note
+    # an ESS the run's draws cannot have
+    meta["diagnostics"]["ess_bulk_min"] = meta["diagnostics"]["ess_tail_min"] = 10**9
+    path.write_text(json.dumps(meta))
+    assert any("10× the" in m for m in refstore.load(path).failed_checks)
+
+
+def test_load_refuses_an_edited_key_or_other_data(tmp_path):
+    path = _stored_copy(tmp_path)
+    meta = json.loads(path.read_text())
+    edited = meta | {"key": "f" * 64}
+    path.write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match="edited"):
+        refstore.load(path)
+    model = build_model("eight-schools", {})
+    found, note = refstore.find_accepted("eight-schools", model, tmp_path)
+    assert found is None and "edited" in note
+    path.write_text(json.dumps(meta))
+    other = build_model("hier-linear", {"N": 8, "n": 3, "d": 1})
+    with pytest.raises(ValueError, match="other data"):
+        refstore.load(path, model=other)
+
+
+def test_a_nuts_run_writes_only_where_told_and_a_failed_gate_exits_1(tmp_path, monkeypatch):
+    """`hierbench run --method nuts` stores its reference in the user cache (or --save-reference),
+    never in the committed store, and a run whose gate failed exits 1."""
+    from hierbench.cli import main
+
+    monkeypatch.setenv("HIERBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    committed = Path(__file__).parents[1] / "results" / "references"
+    before = sorted(p.name for p in committed.rglob("*"))
+    argv = ["run", "--method", "nuts", "--dataset", "eight-schools", "--out", str(tmp_path / "r.jsonl")]
+    argv += ["--method-param", "warmup=30", "--method-param", "draws=20", "--method-param", "chains=2"]
+    assert main(argv) == 1  # 40 draws cannot pass an ESS >= 400 gate
+    (rec,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert rec["gate_passed"] is False
+    assert Path(rec["reference_file"]).is_relative_to(tmp_path / "cache" / "references")
+    assert sorted(p.name for p in committed.rglob("*")) == before
 
 
 def test_vi_record_carries_accuracy_block():

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierbench import regress as rg
 from hierbench.cli import main
+from hierbench.suites import baseline, definition, metrics, regress, running, stats
 
 
 def summary(rows: list[tuple]) -> pd.DataFrame:
@@ -26,7 +26,7 @@ def summary(rows: list[tuple]) -> pd.DataFrame:
 
 
 def verdict(base: tuple, now: tuple, **kw) -> str:
-    cmp = rg.compare(summary([base]), summary([now]), **kw)
+    cmp = stats.compare(summary([base]), summary([now]), **kw)
     assert len(cmp) == 1
     return cmp["verdict"].iloc[0]
 
@@ -41,7 +41,7 @@ def test_equal_within_noise_passes():
 
 def test_worse_beyond_k_se_fails_in_the_metric_direction():
     se = math.hypot(0.1, 0.1)
-    worse = rg.K_SE * se * 1.05
+    worse = stats.K_SE * se * 1.05
     # lower is better: an increase fails
     assert verdict(("e", "kl_per_group", 1.0, 0.1), ("e", "kl_per_group", 1.0 + worse, 0.1)) == "REGRESSION"
     # higher is better: a decrease fails
@@ -50,7 +50,7 @@ def test_worse_beyond_k_se_fails_in_the_metric_direction():
         == "REGRESSION"
     )
     # just inside the threshold passes
-    inside = rg.K_SE * se * 0.95
+    inside = stats.K_SE * se * 0.95
     assert verdict(("e", "kl_per_group", 1.0, 0.1), ("e", "kl_per_group", 1.0 + inside, 0.1)) == "ok"
     # k is a parameter of the rule
     assert verdict(("e", "kl_per_group", 1.0, 0.1), ("e", "kl_per_group", 1.0 + inside, 0.1), k=2.0) == (
@@ -61,8 +61,8 @@ def test_worse_beyond_k_se_fails_in_the_metric_direction():
 def test_improvements_never_fail():
     base = ("e", "elbo_per_group", -5.0, 0.01)
     for gain in (0.001, 0.5, 100.0):
-        cmp = rg.compare(summary([base]), summary([("e", "elbo_per_group", -5.0 + gain, 0.01)]))
-        assert rg.failed(cmp).empty
+        cmp = stats.compare(summary([base]), summary([("e", "elbo_per_group", -5.0 + gain, 0.01)]))
+        assert stats.failed(cmp).empty
     assert verdict(base, ("e", "elbo_per_group", 95.0, 0.01)) == "improved"
     # the same numeric change is an improvement for a lower-is-better metric
     assert (
@@ -72,7 +72,7 @@ def test_improvements_never_fail():
 
 
 def test_minimum_effect_prevents_alarms_on_tiny_standard_errors():
-    floor = rg.METRICS["kl_per_group"].min_effect
+    floor = metrics.METRICS["kl_per_group"].min_effect
     base = ("e", "kl_per_group", 1e-5, 1e-9)
     # 10⁴ SEs worse, yet below the minimum effect: ok
     assert verdict(base, ("e", "kl_per_group", 1e-5 + 0.5 * floor, 1e-9)) == "ok"
@@ -88,35 +88,35 @@ def test_failed_runs_and_missing_metrics_fail():
         verdict(base, ("e", "kl_per_group", 1.0, 0.1, 3, 2)) == "MISSING"
     )  # one of three runs gave no value
     assert verdict(base, ("e", "kl_per_group", math.nan, math.nan, 3, 0)) == "MISSING"
-    cmp = rg.compare(summary([base, ("e", "elbo_per_group", -1.0, 0.1)]), summary([base]))
+    cmp = stats.compare(summary([base, ("e", "elbo_per_group", -1.0, 0.1)]), summary([base]))
     assert cmp.set_index("metric")["verdict"].to_dict() == {"elbo_per_group": "MISSING", "kl_per_group": "ok"}
-    assert len(rg.failed(cmp)) == 1
+    assert len(stats.failed(cmp)) == 1
     # a metric only in the new run is listed, not failed
-    cmp = rg.compare(summary([base]), summary([base, ("e", "elbo_per_group", -1.0, 0.1)]))
-    assert rg.failed(cmp).empty and "new" in set(cmp["verdict"])
+    cmp = stats.compare(summary([base]), summary([base, ("e", "elbo_per_group", -1.0, 0.1)]))
+    assert stats.failed(cmp).empty and "new" in set(cmp["verdict"])
 
 
 def test_combined_se_pools_the_spread_of_both_sides():
     # equal seed counts: the usual sqrt(se_b² + se_n²)
-    assert rg.combined_se(0.3, 4, 0.5, 4) == pytest.approx(math.hypot(0.3 / 2, 0.5 / 2))
+    assert stats.combined_se(0.3, 4, 0.5, 4) == pytest.approx(math.hypot(0.3 / 2, 0.5 / 2))
     # 5 baseline seeds, 3 now: pooled variance (4·0.2² + 2·0.4²) / 6 times (1/5 + 1/3)
-    assert rg.combined_se(0.2, 5, 0.4, 3) == pytest.approx(
+    assert stats.combined_se(0.2, 5, 0.4, 3) == pytest.approx(
         math.sqrt((4 * 0.04 + 2 * 0.16) / 6 * (1 / 5 + 1 / 3))
     )
     # a side with one value adds no spread but still its 1/n; no values at all: NaN
-    assert rg.combined_se(0.2, 5, math.nan, 1) == pytest.approx(0.2 * math.sqrt(1 / 5 + 1))
-    assert math.isnan(rg.combined_se(math.nan, 1, math.nan, 1))
+    assert stats.combined_se(0.2, 5, math.nan, 1) == pytest.approx(0.2 * math.sqrt(1 / 5 + 1))
+    assert math.isnan(stats.combined_se(math.nan, 1, math.nan, 1))
 
 
 def test_compare_keeps_the_suite_order():
     rows = [("z/last", "kl_per_group", 1.0, 0.1), ("a/first", "elbo_per_group", 1.0, 0.1)]
-    cmp = rg.compare(summary(rows), summary(rows[::-1]))
+    cmp = stats.compare(summary(rows), summary(rows[::-1]))
     assert list(cmp["entry"]) == ["z/last", "a/first"]
 
 
 def test_compare_rejects_a_metric_without_a_direction():
     with pytest.raises(ValueError, match="no direction"):
-        rg.compare(summary([("e", "mystery", 1.0, 0.1)]), summary([("e", "mystery", 1.0, 0.1)]))
+        stats.compare(summary([("e", "mystery", 1.0, 0.1)]), summary([("e", "mystery", 1.0, 0.1)]))
 
 
 def test_summarize_mean_and_standard_error_across_seeds():
@@ -128,7 +128,7 @@ def test_summarize_mean_and_standard_error_across_seeds():
             "value": [1.0, 2.0, 3.0, 4.0, 5.0, math.nan, 7.0],
         }
     )
-    s = rg.summarize(values).set_index("entry")
+    s = stats.summarize(values).set_index("entry")
     assert s.loc["a", "mean"] == pytest.approx(2.5)
     assert s.loc["a", "se"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
     assert (s.loc["b", "runs"], s.loc["b", "n"]) == (3, 2)
@@ -140,7 +140,7 @@ def test_extract_metrics_reads_the_record():
     block = {"std_mean_err_mean": 0.1, "sd_ratio_err_mean": 0.2}
     rec = {"status": "ok", "elbo": -40.0, "num_groups": 20, "kl_per_group": 0.3}
     rec["accuracy"] = {"global": block, "local": block | {"std_mean_err_mean": 0.4}}
-    got = rg.extract_metrics(rec, rg.EXACT_METRICS)
+    got = metrics.extract_metrics(rec, metrics.EXACT_METRICS)
     assert got == {
         "elbo_per_group": -2.0,
         "kl_per_group": 0.3,
@@ -150,7 +150,8 @@ def test_extract_metrics_reads_the_record():
         "local_sd_ratio_err": 0.2,
     }
     assert all(
-        math.isnan(v) for v in rg.extract_metrics(rec | {"status": "diverged"}, rg.EXACT_METRICS).values()
+        math.isnan(v)
+        for v in metrics.extract_metrics(rec | {"status": "diverged"}, metrics.EXACT_METRICS).values()
     )
 
 
@@ -159,28 +160,28 @@ def test_quick_suite_covers_every_vi_family_on_both_datasets():
     from hierbench.registry import parse_params
 
     for dataset in ("hier-linear", "hier-logistic"):
-        entries = [e for e in rg.QUICK.entries if e.dataset == dataset]
+        entries = [e for e in definition.QUICK.entries if e.dataset == dataset]
         methods = {(e.method, e.method_params.get("batch_groups") is not None) for e in entries}
         assert {"meanfield", "lowrank", "dense", "branch", "amortized"} == {m for m, _ in methods}
         assert ("branch", True) in methods and ("branch", False) in methods
         assert any(e.method_params.get("head") == "potential" for e in entries)
-    assert len({e.name for e in rg.QUICK.entries}) == len(rg.QUICK.entries)
-    for e in rg.QUICK.entries:
+    assert len({e.name for e in definition.QUICK.entries}) == len(definition.QUICK.entries)
+    for e in definition.QUICK.entries:
         parse_params("method", e.method, e.method_params)
         parse_params("dataset", e.dataset, e.data_params)
         assert ("kl_per_group" in e.metrics) == (e.dataset == "hier-linear")
 
 
 def test_suite_digest_changes_with_any_budget_or_parameter():
-    base = rg.TINY.digest()
-    assert rg.TINY.replace("linear/meanfield", steps=301).digest() != base
-    assert rg.TINY.replace("linear/meanfield", lr=1e-4).digest() != base
-    assert rg.TINY.replace("linear/meanfield").digest() == base
+    base = definition.TINY.digest()
+    assert definition.TINY.replace("linear/meanfield", steps=301).digest() != base
+    assert definition.TINY.replace("linear/meanfield", lr=1e-4).digest() != base
+    assert definition.TINY.replace("linear/meanfield").digest() == base
     with pytest.raises(KeyError):
-        rg.TINY.replace("no/such/entry")
+        definition.TINY.replace("no/such/entry")
 
 
-def fake_values(suite: rg.Suite, seeds: list[int], shift: float = 0.0) -> pd.DataFrame:
+def fake_values(suite: definition.Suite, seeds: list[int], shift: float = 0.0) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     rows = [
         {"entry": e.name, "metric": m, "seed": s, "value": 1.0 + shift + 0.01 * rng.standard_normal()}
@@ -191,10 +192,10 @@ def fake_values(suite: rg.Suite, seeds: list[int], shift: float = 0.0) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def write_fake_baseline(path, suite=rg.TINY, shift=0.0):
+def write_fake_baseline(path, suite=definition.TINY, shift=0.0):
     seeds = [1000, 1001, 1002]
-    refs = {e.name: "exact posterior" for e in rg.TINY.entries}
-    rg.write_baseline(path, suite, fake_values(suite, seeds, shift), [], seeds, refs, wall_s=1.0)
+    refs = {e.name: "exact posterior" for e in definition.TINY.entries}
+    baseline.write_baseline(path, suite, fake_values(suite, seeds, shift), [], seeds, refs, wall_s=1.0)
 
 
 def test_baseline_roundtrip_is_plain_json_written_atomically(tmp_path):
@@ -203,10 +204,12 @@ def test_baseline_roundtrip_is_plain_json_written_atomically(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["tiny.json"]  # no temporary file left
     doc = json.loads(path.read_text())
     assert doc["repeats"] == 3 and doc["seeds"] == [1000, 1001, 1002]
-    assert doc["rule"]["k"] == rg.K_SE and doc["rule"]["min_effects"]["kl_per_group"] == 0.02
-    assert doc["suite"] == rg.TINY.definition() and doc["env"]["versions"]["jax"]
-    loaded = rg.load_baseline(path, rg.TINY, {e.name: "exact posterior" for e in rg.TINY.entries})
-    expect = rg.summarize(fake_values(rg.TINY, [1000, 1001, 1002]))
+    assert doc["rule"]["k"] == stats.K_SE and doc["rule"]["min_effects"]["kl_per_group"] == 0.02
+    assert doc["suite"] == definition.TINY.definition() and doc["env"]["versions"]["jax"]
+    loaded = baseline.load_baseline(
+        path, definition.TINY, {e.name: "exact posterior" for e in definition.TINY.entries}
+    )
+    expect = stats.summarize(fake_values(definition.TINY, [1000, 1001, 1002]))
     pd.testing.assert_frame_equal(loaded["summary"][expect.columns], expect, check_dtype=False)
 
 
@@ -221,7 +224,7 @@ def test_regress_exit_2_on_missing_corrupt_or_stale_baseline(tmp_path, capsys):
     assert main(argv) == 2
     assert "corrupt baseline" in capsys.readouterr().err
 
-    write_fake_baseline(path, suite=rg.TINY.replace("linear/meanfield", steps=150))
+    write_fake_baseline(path, suite=definition.TINY.replace("linear/meanfield", steps=150))
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "stale baseline" in err and "hierbench baseline update --suite tiny" in err
@@ -238,10 +241,12 @@ def test_committed_baseline_matches_the_quick_suite():
     """results/baselines/quick.json must be current: `hierbench baseline update` after changing QUICK."""
     from hierbench._io import REFERENCES_DIR, REPO_ROOT
 
-    path = REPO_ROOT / rg.default_baseline_path("quick")
+    path = REPO_ROOT / baseline.default_baseline_path("quick")
     if not path.exists():
         pytest.skip(f"{path} not generated yet")
-    doc = rg.load_baseline(path, rg.QUICK, rg.reference_notes(rg.QUICK, REPO_ROOT / REFERENCES_DIR))
+    doc = baseline.load_baseline(
+        path, definition.QUICK, running.reference_notes(definition.QUICK, REPO_ROOT / REFERENCES_DIR)
+    )
     summary_ = doc["summary"]
     assert (summary_["n"] == doc["repeats"]).all() and doc["repeats"] >= 3
     assert np.isfinite(summary_["se"]).all() and (summary_["se"] > 0).all()
@@ -250,31 +255,32 @@ def test_committed_baseline_matches_the_quick_suite():
 # --------------------------------------------------------------------------- real runs (tiny suite)
 @pytest.fixture(scope="module")
 def tiny_baseline():
-    values, runs = rg.run_suite(rg.TINY, rg.seeds(rg.BASELINE_SEED0, 3))
+    values, runs = running.run_suite(definition.TINY, regress.seeds(regress.BASELINE_SEED0, 3))
     assert all(r["status"] == "ok" for r in runs)
-    return rg.summarize(values)
+    return stats.summarize(values)
 
 
 def test_no_false_alarm_on_unchanged_code_with_fresh_seeds(tiny_baseline):
     assert np.isfinite(tiny_baseline["se"]).all() and (tiny_baseline["se"] > 0).all()  # real noise
-    for first in (rg.REGRESS_SEED0, 3000):
-        values, _ = rg.run_suite(rg.TINY, rg.seeds(first, 3))
-        cmp = rg.compare(tiny_baseline, rg.summarize(values))
-        assert len(cmp) == sum(len(e.metrics) for e in rg.TINY.entries)
-        assert rg.failed(cmp).empty, rg.format_comparison(cmp)
+    for first in (regress.REGRESS_SEED0, 3000):
+        values, _ = running.run_suite(definition.TINY, regress.seeds(first, 3))
+        cmp = stats.compare(tiny_baseline, stats.summarize(values))
+        assert len(cmp) == sum(len(e.metrics) for e in definition.TINY.entries)
+        assert stats.failed(cmp).empty, stats.format_comparison(cmp)
         assert (cmp["now"] != cmp["baseline"]).all()  # other seeds, other numbers
 
 
 @pytest.mark.parametrize("change", [{"lr": 1e-4}, {"steps": 150}], ids=["lr-100x-smaller", "half-steps"])
 def test_planted_regression_is_caught(tiny_baseline, change):
     name = "linear/meanfield"
-    planted = rg.TINY.replace(name, **change)
-    planted = rg.Suite(
+    planted = definition.TINY.replace(name, **change)
+    planted = definition.Suite(
         planted.name, tuple(e for e in planted.entries if e.name == name), eval_draws=planted.eval_draws
     )
-    values, runs = rg.run_suite(planted, rg.seeds(rg.REGRESS_SEED0, 2))  # the effect is 6-400 SEs
+    # the effect is 6-400 SEs
+    values, runs = running.run_suite(planted, regress.seeds(regress.REGRESS_SEED0, 2))
     assert all(r["status"] == "ok" for r in runs)
-    cmp = rg.compare(tiny_baseline[tiny_baseline["entry"] == name], rg.summarize(values))
+    cmp = stats.compare(tiny_baseline[tiny_baseline["entry"] == name], stats.summarize(values))
     verdicts = cmp.set_index("metric")["verdict"]
-    assert verdicts["elbo_per_group"] == "REGRESSION", rg.format_comparison(cmp)
+    assert verdicts["elbo_per_group"] == "REGRESSION", stats.format_comparison(cmp)
     assert verdicts["kl_per_group"] == "REGRESSION"

@@ -9,17 +9,9 @@ import numpy as np
 import pytest
 
 from hierbench.methods import METHODS
+from hierbench.methods import _gaussian as g
 from hierbench.registry import build_model
 from hierbench.scoring import Scorer
-
-
-def raw_chol(chol: np.ndarray) -> np.ndarray:
-    """The raw parameter whose softplus-diagonal Cholesky factor is ``chol`` (inverse of chol_from_raw)."""
-    diag = np.diagonal(chol, axis1=-2, axis2=-1)
-    out = np.tril(chol, -1).copy()
-    k = np.arange(chol.shape[-1])
-    out[..., k, k] = diag + np.log(-np.expm1(-diag))
-    return out
 
 
 def exact_branch_params(model) -> dict[str, jax.Array]:
@@ -29,10 +21,10 @@ def exact_branch_params(model) -> dict[str, jax.Array]:
     m = ex.global_mean
     return {
         "g_mean": jnp.asarray(m),
-        "g_chol": jnp.asarray(raw_chol(np.linalg.cholesky(ex.global_cov))),
+        "g_chol": jnp.asarray(g.raw_from_scaled_chol(np.linalg.cholesky(ex.global_cov))),
         "l_shift": jnp.asarray(ex.local_shift + ex.local_gain @ m),
         "l_gain": jnp.asarray(ex.local_gain),
-        "l_chol": jnp.asarray(raw_chol(np.linalg.cholesky(ex.local_cov))),
+        "l_chol": jnp.asarray(g.raw_from_scaled_chol(np.linalg.cholesky(ex.local_cov))),
     }
 
 

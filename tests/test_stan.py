@@ -202,6 +202,23 @@ def test_cmdstanpy_backend_with_a_mock(monkeypatch, tmp_path, small_linear):
         sampler.run(2**32)
 
 
+def test_stan_nuts_record_has_moments_diagnostics_gate_and_its_backend(monkeypatch, tmp_path):
+    """A stan-nuts record carries the natural moments, the same diagnostics and gate as nuts, and
+    the backend that ran it (here a mocked CmdStan: its coded draws fail the gate)."""
+    from hierbench.harness import run_one
+
+    monkeypatch.setenv("HIERBENCH_CACHE_DIR", str(tmp_path))
+    model = hier_linear.make(N=4, n=3, d=2)
+    monkeypatch.setitem(sys.modules, "cmdstanpy", _fake_cmdstanpy(stan_nuts.natural_shapes(model), []))
+    params = {"chains": 3, "warmup": 7, "draws": 5}
+    rec = run_one("stan-nuts", "hier-linear", {"N": 4, "n": 3, "d": 2}, params, references=None)
+    assert rec["status"] == "ok" and rec["backend"] == "cmdstanpy"
+    assert set(rec["natural_mean"]) == set(rec["natural_sd"]) >= {"theta[1]", "z[4,2]"}
+    assert set(rec["diagnostics"]) >= {"rhat_max", "ess_bulk_min", "divergences", "ebfmi_min"}
+    assert rec["diagnostics"]["divergences"] == 1 and rec["gate_passed"] is False
+    assert any(m.startswith("divergences") for m in rec["failed_checks"])
+
+
 def test_split_cmdstanpy_scalars():
     values = np.arange(12.0)  # 3 chains x 4 draws, chain by chain
     np.testing.assert_array_equal(stan_nuts.split_cmdstanpy(values, 3, ()), values.reshape(3, 4))

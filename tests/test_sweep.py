@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,18 +14,19 @@ from pathlib import Path
 import pytest
 
 from hierbench.cli import main
+from hierbench.datasets.base import ParamError
 from hierbench.records import read_records
-from hierbench.sweep import (
+from hierbench.suites.executors import run_cell
+from hierbench.suites.experiment import (
     RUN_DEFAULTS,
     available_experiments,
     cell_id,
-    default_out,
     expand,
+    find_experiment,
     load_experiment,
-    run_cell,
-    run_sweep,
-    validate,
 )
+from hierbench.suites.sweep import default_out, run_sweep
+from hierbench.suites.validate import validate
 
 TINY = """
 [experiment]
@@ -77,6 +79,29 @@ def flaky_runner(kwargs, options):
     if kwargs["seed"] == 8:
         raise RuntimeError("escaped the harness")
     return run_cell(kwargs, options)
+
+
+def pid_runner(kwargs, options):
+    """A runner without JAX that says which process ran the cell (``pid``) and logs the call to
+    ``$HIERBENCH_TEST_CALLS``.  Seed 9 hangs without a heartbeat (the watchdog's case); seed 5 works for
+    3 s, beating every 0.1 s."""
+    from hierbench.harness.loop import beat
+    from hierbench.records import finish, new_record
+
+    with open(os.environ["HIERBENCH_TEST_CALLS"], "a") as fh:
+        fh.write(f"{kwargs['seed']}\n")
+    if kwargs["seed"] == 9:
+        time.sleep(600)
+    if kwargs["seed"] == 5:
+        for _ in range(30):
+            beat()
+            time.sleep(0.1)
+    record = new_record(kwargs["method"], kwargs["dataset"], kwargs["data_params"], {}, kwargs["seed"])
+    return finish(record, "ok", pid=os.getpid())
+
+
+def calls(path: Path) -> list[int]:
+    return [int(line) for line in path.read_text().split()]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -255,6 +280,98 @@ def test_run_sweep_runs_the_cells_it_is_given(tmp_path):
     assert rec["cell_id"] == some[0].cell_id and rec["method"] == "branch"
 
 
+def test_steps_chunk_steps_scoring_and_quick_skip(tmp_path):
+    text = """
+[defaults]
+dataset = "movielens-synth"
+data_params = { num_users = 50, layout = "store" }
+budget_s = 30
+
+[[runs]]
+method = "branch"
+method_params = { batch_groups = 8 }
+chunk_steps = 5
+scoring = { eval_segments = [1, 2] }
+
+[[runs]]
+method = "amortized"
+steps = 100
+[runs.quick]
+skip = true
+
+[quick]
+budget_s = 10
+"""
+    exp = load_experiment(write(tmp_path, text, "keys.toml"))
+    cells = expand(exp)
+    assert [(c.kwargs["method"], c.kwargs["steps"]) for c in cells] == [
+        ("branch", None),  # a budget and no steps: as many as fit it
+        ("branch", None),
+        ("amortized", 100),
+    ]
+    assert [c.kwargs.get("scoring") for c in cells] == [{"eval_segments": 1}, {"eval_segments": 2}, None]
+    assert cells[0].kwargs["chunk_steps"] == 5 and "chunk_steps" not in cells[2].kwargs
+    validate(cells, "keys")
+    quick = expand(exp, quick=True)
+    assert [c.kwargs["method"] for c in quick] == ["branch", "branch"]  # amortized skipped
+    assert {c.kwargs["budget_s"] for c in quick} == {10}
+    for bad, message in (
+        (text.replace("chunk_steps = 5", "chunk_steps = 0"), "chunk_steps must be an integer >= 1"),
+        (text.replace("eval_segments = [1, 2]", "segments = 2"), "unknown scoring option(s) segments"),
+        (text.replace("skip = true", "skip = 1"), "skip must be true or false"),
+        ("[experiment]\nstall_s = -1\n" + text, "stall_s must be a positive number"),
+        ("[experiment]\nisolate = 'yes'\n" + text, "isolate must be true or false"),
+    ):
+        with pytest.raises(ParamError, match=re.escape(message)):
+            validate(expand(load_experiment(write(tmp_path, bad, "bad.toml"))))
+
+
+def test_isolation_gives_each_cell_a_fresh_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("HIERBENCH_TEST_CALLS", str(tmp_path / "calls"))
+    path = write(tmp_path, TINY.split('[[runs]]\nmethod = "branch"')[0])  # 2 cells
+    out = tmp_path / "records.jsonl"
+    result = run_sweep(path, out, jobs=1, runner=pid_runner, isolate=True, references=NO_REFS)
+    assert result.ran == {"ok": 2}
+    pids = [r["pid"] for r in read_records([out])]
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+
+
+def test_watchdog_records_a_stalled_cell_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    """A worker silent for stall_s seconds (seed 9 hangs) is killed and its cell recorded as an error,
+    once (it is not rerun as a crash suspect); the next cell runs in a fresh pool."""
+    log = tmp_path / "calls"
+    monkeypatch.setenv("HIERBENCH_TEST_CALLS", str(log))
+    path = write(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = [9, 0]"))
+    out = tmp_path / "records.jsonl"
+    result = run_sweep(path, out, jobs=1, runner=pid_runner, stall_s=2, references=NO_REFS)
+    assert result.ran == {"error": 1, "ok": 2} and len(result.failed) == 1
+    records = read_records([out])
+    assert len(records) == len(by_cell(records)) == 3
+    stalled = next(r for r in records if r["status"] == "error")
+    assert stalled["seed"] == 9 and stalled["error"].startswith("no progress for 2 s")
+    assert "XLA:CPU deadlock" in stalled["error"]
+    assert sorted(calls(log)) == [0, 0, 9]  # the stalled cell ran once
+    # without isolation the fresh pool's one worker ran both remaining cells
+    assert len({r["pid"] for r in records if r["status"] == "ok"}) == 1
+
+
+@pytest.mark.slow
+def test_watchdog_with_two_workers_reruns_only_the_innocent_cell(tmp_path, monkeypatch):
+    """With 2 isolated workers, killing the stalled one breaks the pool under the other, busy cell
+    (seed 5, beating): that cell runs again and is recorded ok, the stalled one is recorded once as
+    stalled, never as a crashed worker."""
+    log = tmp_path / "calls"
+    monkeypatch.setenv("HIERBENCH_TEST_CALLS", str(log))
+    path = write(tmp_path, TINY.replace("seeds = [0, 1]", "seeds = [9, 5]"))
+    out = tmp_path / "records.jsonl"
+    result = run_sweep(path, out, jobs=2, runner=pid_runner, isolate=True, stall_s=1, references=NO_REFS)
+    records = read_records([out])
+    assert len(records) == len(by_cell(records)) == 3 and result.ran == {"error": 1, "ok": 2}
+    errors = {r["seed"]: r["error"] for r in records if r["status"] == "error"}
+    assert list(errors) == [9] and errors[9].startswith("no progress")
+    assert calls(log).count(9) == 1
+
+
 @pytest.mark.parametrize("name", ["scaling", "accuracy", "movielens", "theta_collapse"])
 def test_shipped_experiments_are_valid(name):
     assert name in available_experiments()
@@ -274,6 +391,36 @@ def test_shipped_experiments_are_valid(name):
         assert all(c.kwargs["data_params"]["N"] > 32 for c in full if c.label == "branch (B=32)")
     if name == "theta_collapse":
         assert {c.kwargs["method_params"]["condition_on_theta"] for c in full} == {True, False}
+
+
+def test_scale_experiment():
+    """experiments/scale.toml: the full run (as many steps as fit 600 s, isolated cells under a 15 min
+    watchdog) and its quick smoke check (fixed steps, no budget, 3 strata, moments left out)."""
+    exp = load_experiment(find_experiment("scale"))
+    assert exp.isolate and exp.stall_s == 900
+    full, quick = expand(exp), expand(exp, quick=True)
+    validate(full, "scale")
+    validate(quick, "scale")
+    assert [c.label for c in full] == ["amortized (potential)", "amortized (moments)", "branch", "dense"]
+    assert [c.label for c in quick] == ["amortized (potential)", "branch", "dense"]
+    for cell in full:
+        kw = cell.kwargs
+        assert kw["data_params"] == {"num_users": 162_541, "seed": 0, "layout": "store"}
+        assert (kw["steps"], kw["budget_s"], kw["chunk_steps"], kw["checkpoints"], kw["eval_draws"]) == (
+            None,
+            600,
+            25,
+            8,
+            32,
+        )
+        if kw["method"] != "dense":
+            assert kw["method_params"]["batch_groups"] == 256 and kw["method_params"]["max_strata"] == 16
+    for cell in quick:
+        kw = cell.kwargs
+        assert kw["data_params"]["num_users"] == 2_000 and kw["steps"] == 40 and "budget_s" not in kw
+        assert kw["scoring"] == {"eval_segments": 2} and kw["checkpoints"] == 1
+        if kw["method"] != "dense":
+            assert kw["method_params"]["max_strata"] == 3
 
 
 @pytest.mark.parametrize(
@@ -300,7 +447,10 @@ def test_shipped_experiments_are_valid(name):
             "float",
         ),
         (TINY.replace("steps = 20", "steps = 0"), "steps must be an integer >= 1"),
-        (TINY + "\n[[runs]]\nmethod = 'branch'\nbackend = 'numpy'\n", "unknown backend 'numpy'"),
+        (
+            TINY + "\n[[runs]]\nmethod = 'branch'\nbackend = 'numpy'\n",
+            "backend must be one of jax, torch; got 'numpy'",
+        ),
         (TINY.replace("seeds = [0, 1]", "cases.size = [{ label = 'x' }]"), "unknown key(s) label"),
         (TINY.replace("seeds = [0, 1]", "cases.size = []"), "non-empty list of tables"),
     ],

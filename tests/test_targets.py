@@ -61,9 +61,11 @@ def test_interpolates_from_the_previous_checkpoint():  # torch_bench.py's cases
 
 
 def test_the_reports_use_it():
-    """paper, peers and torch_bench define no time to target of their own."""
-    from hierbench import paper, peers, reports, torch_bench
+    """paper, peers and torch-bench's report define no time to target of their own."""
+    from hierbench import peers, reports
+    from hierbench.reports import jax_vs_torch
+    from hierbench.reports.paper import scaling
 
-    assert paper.time_to_target is time_to_target
-    assert torch_bench.time_to_target is time_to_target and peers.time_to_target is time_to_target
+    assert scaling.time_to_target is time_to_target
+    assert jax_vs_torch.time_to_target is time_to_target and peers.time_to_target is time_to_target
     assert reports.targets.time_to_target is time_to_target

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hierbench.harness.loop import Plan, chunking
+from hierbench.harness.loop import Plan, beat, chunking
 
 PROBE_STEPS = 5  # steps per compiled chunk of the probe, when the plan does not fix one
 PROBE_SCHEDULE = 10_000  # the probe's method is built for this many steps (its speed does not depend on it)
@@ -57,8 +57,10 @@ def probe_speed(
     runner = backend.runner(model, method, seed, chunk)
     try:
         compile_s = runner.compile()
+        beat()
         runner.run_chunk(0)  # cold: first touches of the outputs' memory, lazy initializations
         runner.sync()
+        beat()
         steps, wall_s, c = 0, 0.0, 1
         while wall_s < PROBE_MIN_S or steps < 2 * chunk:
             t0 = time.perf_counter()
@@ -66,6 +68,7 @@ def probe_speed(
             runner.sync()
             wall_s += time.perf_counter() - t0
             steps, c = steps + chunk, c + 1
+            beat()
     finally:
         runner.close()
     return {

@@ -15,7 +15,14 @@
 A :class:`~hierbench.harness.backends.Backend` supplies the runner (JAX: ``lax.scan`` chunks compiled
 ahead of time; torch: eager or ``torch.compile`` steps); the method's batch source
 (:mod:`hierbench.methods.batches`) supplies what a step sees; a scorer (:class:`hierbench.scoring.Scorer`
-on padded data, or the scale runner's chunked scorer on a rating store) supplies the float64 scores.
+on padded data, or :class:`hierbench.scoring_store.ChunkedScorer` on a rating store) supplies the
+float64 scores.
+
+**Heartbeat.**  After every compile, chunk and score, the loop calls :func:`beat` (so do the budget
+probe and the chunked scorer, after each chunk of users): a no-op unless a hook is set with
+:func:`set_heartbeat`.  A sweep's worker process sets one that stamps the time into memory its driver
+reads, and the driver kills a worker that stays silent too long (an XLA:CPU deadlock; see
+:mod:`hierbench.suites.executors`).
 """
 
 from __future__ import annotations
@@ -34,7 +41,23 @@ from hierbench.methods.base import Method
 from hierbench.records import Record, finish
 
 IMPOSSIBLE_SE = 5.0  # an ELBO this many SEs above an exact log evidence is a numerical failure
+HELD_APART_TAG = 2**31 - 1  # fold_in tag of the held-apart draws (a trace point's tag is its step)
 TRACE_SCORE_FIELDS = ("elbo", "elbo_se", "heldout_lpd_per_obs")  # a score's fields kept in trace points
+
+_heartbeat: Callable[[], None] | None = None  # this process's proof-of-progress hook (module docstring)
+
+
+def set_heartbeat(hook: Callable[[], None] | None) -> Callable[[], None] | None:
+    """Make :func:`beat` call ``hook`` (None: nothing) in this process; returns the previous hook."""
+    global _heartbeat
+    previous, _heartbeat = _heartbeat, hook
+    return previous
+
+
+def beat() -> None:
+    """Report progress to whoever watches this process (a no-op unless :func:`set_heartbeat` set a hook)."""
+    if _heartbeat is not None:
+        _heartbeat()
 
 
 class Plan(NamedTuple):
@@ -72,7 +95,7 @@ def fit(
     plan: Plan,
     seed: int,
     progress: bool | None = None,
-    beat: Callable[[], None] | None = None,
+    held_apart: bool = False,
 ) -> dict[str, np.ndarray] | None:
     """Train ``method`` on ``backend`` by ``plan``, scoring off the clock; fills ``record``.
 
@@ -95,15 +118,16 @@ def fit(
         The run's seed (init, training and scoring keys derive from it).
     progress : bool, optional
         A progress bar (default: when stderr is a terminal, after 2 s).
-    beat : callable, optional
-        Called after every compile, chunk and score: a watchdog's proof of progress.
+    held_apart : bool
+        Also score the final q on draws held apart from every trace point's (key
+        ``fold_in(scoring key, HELD_APART_TAG)``), off the clock, into ``record["held_apart"]``: what a
+        tuning grid selects by (:mod:`hierbench.harness.tune`), never what the record reports.
 
     Returns
     -------
     dict or None
         The final score's draws (``scorer.last``).
     """
-    beat = beat or (lambda: None)
     runner = backend.runner(model, method, seed, plan.chunk)
     try:
         record |= runner.describe()
@@ -156,12 +180,16 @@ def fit(
                 if over and not last:
                     record["stopped"] = "budget"
                     break
+        final_draws = getattr(scorer, "last", None)
+        if held_apart and status == "ok":
+            extra = scorer(jax.random.fold_in(key_score, HELD_APART_TAG), runner.params())
+            record["held_apart"] = {k: extra[k] for k in ("elbo", "elbo_se", "eval_draws") if k in extra}
     finally:
         runner.close()
     if "probe" in record and wall_s > 0:  # how far the budget probe was off (harness.budget)
         record["probe"]["rate_ratio"] = record["steps"] / wall_s / record["probe"]["steps_per_s"]
     finish_vi(record, status, error, score, method.config)
-    return getattr(scorer, "last", None)
+    return final_draws
 
 
 def finish_vi(record: Record, status: str, error: str | None, score: dict[str, Any], config: dict) -> None:

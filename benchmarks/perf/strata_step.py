@@ -1,10 +1,11 @@
-"""The scale runner's training step against the number of size strata (the profile behind ``--max-strata``).
+"""The store's minibatch step against the number of size strata (the profile behind ``max_strata``).
 
-Run: ``.venv/bin/python benchmarks/perf/strata_step.py [--num-users 162541] [--methods
-amortized-potential] [--max-strata 3,16]``.  For each setting it builds the runner's step
-(:func:`hierbench.scale.step_setup`) on the ``movielens-synth``
-store, compiles a 10-step ``lax.scan`` chunk (the harness's own loop shape) and prints one JSON line:
-strata, padded rows a step, compile seconds and the best of 3 timed chunks per step.
+Run: ``.venv/bin/python -m hierbench.perf.strata_step [--num-users 162541] [--methods
+amortized-potential,branch] [--max-strata 3,16]``.  For each setting it builds the registered method's
+step on ``movielens-synth`` with its ratings kept in a store (``layout=store``: rows gathered per step,
+:mod:`hierbench.methods.store_batches`), as a run of ``experiments/scale.toml`` builds it, compiles a
+10-step ``lax.scan`` chunk (the harness's own loop shape) and prints one JSON line: strata, padded
+rows a step, compile seconds and the best of 3 timed chunks per step.
 """
 
 from __future__ import annotations
@@ -14,26 +15,41 @@ import json
 import time
 
 import jax
+import jax.numpy as jnp
 
-from hierbench import scale
 from hierbench.datasets import movielens_synth as synth
+from hierbench.methods import METHODS
+from hierbench.registry import build_model
 
 CHUNK = 10
+# --methods names: the registered method and its parameters
+VARIANTS = {
+    "amortized-potential": ("amortized", {"head": "potential"}),
+    "amortized-moments": ("amortized", {"head": "moments"}),
+    "branch": ("branch", {}),
+}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    """Command line: see the module docstring.  Prints one JSON line per (method, max_strata); exit 0."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hierbench.perf.strata_step", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--num-users", type=int, default=synth.ML25M_USERS)
-    parser.add_argument("--methods", default="amortized-potential")
+    parser.add_argument("--methods", default="amortized-potential", help=f"of {', '.join(VARIANTS)}")
     parser.add_argument("--max-strata", default="3,16", help="comma-separated settings")
     parser.add_argument("--batch-users", type=int, default=256)
-    args = parser.parse_args()
-    cfg = scale.ScaleConfig(num_users=args.num_users, methods=("amortized-potential",))
-    store, dataset, data_params = scale.load_store(cfg)
-    model = scale.schema_model(store, dataset, data_params)
+    args = parser.parse_args(argv)
+    model = build_model("movielens-synth", {"num_users": args.num_users, "layout": "store"})
     for name in args.methods.split(","):
+        method_name, params = VARIANTS[name]
         for max_strata in (int(m) for m in args.max_strata.split(",")):
-            step, state, data, strata = scale.step_setup(name, store, model, args.batch_users, max_strata)
+            method = METHODS[method_name](
+                model, batch_groups=args.batch_users, max_strata=max_strata, steps=10_000, **params
+            )
+            state = method.init(jax.random.key(0))
+            data = jax.tree.map(jnp.asarray, method.batches.arrays(method.config["dtype"]))
+            strata, step = method.batches.plan, method.step
 
             def run_chunk(key, state, data, step=step):
                 return jax.lax.scan(lambda st, k: step(k, st, data), state, jax.random.split(key, CHUNK))
@@ -56,7 +72,8 @@ def main() -> None:
                 "ms_per_step": round(1e3 * min(times), 1),
             }
             print(json.dumps(line), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -4,16 +4,16 @@ and amortized VI's step on a MovieLens-scale minibatch.
 Each benchmark times a compiled ``lax.scan`` of ``STEPS_PER_CALL`` steps of the method's ``step``
 (the harness's own loop shape, which amortizes the ~10-50 µs dispatch of a call); compilation and a
 first call happen before timing.  pytest-benchmark's numbers are per call; ``extra_info`` holds
-``steps_per_call``, the analytic FLOPs, bytes and floor of one step (:mod:`perf_floor`), and the
+``steps_per_call``, the analytic FLOPs, bytes and floor of one step (:mod:`hierbench.perf.floor`), and the
 table at the end divides by the steps.  Sizes vary N (groups), n (rows per group) and S (draws per
 step); dense runs only where its D×D factor is small (D = 110 and 1010).  Branch (full data and
 B = 32 groups) and amortized (potential head, B = 32) have no numpyro counterpart: numpyro's
 autoguides have no per-group conditional q(z_i | θ) and no amortization net.
 
-``test_step_movielens`` times the scale runner's amortized step (:mod:`hierbench.scale`: 256 users
-over its size strata, rows gathered from the CSR store) on a 20,000-user ``movielens-synth`` store:
-the step's cost depends on the minibatch's shape, not on N, and the full store's strata pad to about
-the same rows per step.
+``test_step_movielens`` times the scale study's amortized step (``experiments/scale.toml``: 256 users
+over 16 size strata, rows gathered from the CSR store, :mod:`hierbench.methods.store_batches`) on a
+20,000-user ``movielens-synth`` store (``layout=store``): the step's cost depends on the minibatch's
+shape, not on N, and the full store's strata pad to about the same rows per step.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import time
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import RESULTS
-from perf_floor import amortized_cost, branch_cost, step_cost
 
 from hierbench.methods import METHODS
+from hierbench.perf.floor import amortized_cost, branch_cost, step_cost
+from hierbench.perf.summary import RESULTS
 from hierbench.registry import build_model
 
 D_MODEL = 10  # d
@@ -126,17 +126,11 @@ def test_step_ours_only(benchmark, machine, family, method, params, size):
 
 
 def test_step_movielens(benchmark, machine):
-    """The scale runner's amortized-potential step: 256 users of a 20,000-user movielens-synth store."""
-    from hierbench import scale
-    from hierbench.methods.base import TrainConfig
-
-    cfg = scale.ScaleConfig(num_users=ML_USERS, batch_users=ML_BATCH, methods=("amortized-potential",))
-    store, dataset, data_params = scale.load_store(cfg)
-    model = scale.schema_model(store, dataset, data_params)
-    step, state, data, strata = scale.step_setup(
-        "amortized-potential", store, model, cfg.batch_users, cfg.max_strata
-    )
-    num_samples = TrainConfig().num_samples  # the runner's default, as step_setup builds it
+    """The scale study's amortized-potential step: 256 users of a 20,000-user movielens-synth store."""
+    model = build_model("movielens-synth", {"num_users": ML_USERS, "layout": "store"})
+    algo = METHODS["amortized"](model, head="potential", batch_groups=ML_BATCH, max_strata=16, steps=1000)
+    store, strata = model.store, algo.batches.plan
+    num_samples = algo.config["num_samples"]
     rows = sum(s.alloc * s.width for s in strata)
     users = sum(s.alloc for s in strata)
     real_rows = sum(s.alloc * float(store.train_sizes[s.groups].mean()) for s in strata)
@@ -145,7 +139,7 @@ def test_step_movielens(benchmark, machine):
     info = {
         "family": f"amortized ML B={ML_BATCH}",
         "impl": "ours",
-        "method": "amortized-potential (hierbench.scale)",
+        "method": "amortized-potential (layout=store)",
         "N": ML_USERS,
         "n": round(real_rows / users),
         "d": d,
@@ -153,6 +147,6 @@ def test_step_movielens(benchmark, machine):
         "rows_per_step_padded": rows,
         "rows_per_step_expected_real": real_rows,
         "strata": len(strata),
-        "dataset": dataset,
+        "dataset": "movielens-synth",
     }
-    _time_steps(benchmark, machine, step, state, data, cost, info)
+    _time_steps(benchmark, machine, algo.step, algo.init(jax.random.key(0)), _jax_data(algo), cost, info)

@@ -22,6 +22,11 @@ code that this backend evaluates on torch tensors, from the method's
 A run starts from the JAX method's own initialization (the same run key), and its parameters cross
 back as numpy arrays with the JAX pytree's structure, so the same float64 JAX scorer with the same
 keys scores both backends (common random numbers).
+
+A method that brings its own torch objective (``Method.torch``, a
+:class:`~hierbench.methods.base.TorchLoss`: Pyro's ELBO on a Pyro model) runs in :class:`LossRunner`:
+the library gives the loss, its parameters and their numpy form for the method's JAX ``sample``; the
+runner gives everything else as for ours (the Adam step under the schedule, warm-up, chunks, sync).
 """
 
 from __future__ import annotations
@@ -224,7 +229,7 @@ class TorchRunner:
         if method.vi is None:
             raise ParamError(
                 "backend torch runs the reparameterized VI methods (meanfield, dense, lowrank, branch, "
-                "amortized); this method has no torch step"
+                "amortized) and the Pyro peers (pyro-*); this method has no torch step"
             )
         self.threads_before = torch.get_num_threads()
         self.spec, self.chunk = method.vi, chunk
@@ -313,6 +318,58 @@ class TorchRunner:
         torch.set_num_threads(self.threads_before)  # threads are process-wide: do not leak into later runs
 
 
+class LossRunner(TorchRunner):
+    """A run of a method that brings its own torch objective (:class:`~hierbench.methods.base.TorchLoss`,
+    e.g. Pyro's ELBO): the library computes the loss, this runner does the rest as for ours (the Adam
+    step under the schedule, warm-up steps as ``compile_s``, chunks, sync, parameters to numpy)."""
+
+    def __init__(self, method: Any, seed: int, chunk: int, backend: TorchBackend):
+        from hierbench.datasets.base import ParamError
+
+        if backend.compile:
+            raise ParamError("--torch-compile: a method with its own torch objective (Pyro) runs eager only")
+        self.threads_before = torch.get_num_threads()
+        self.spec, self.chunk = method.torch, chunk
+        train = self.spec.train
+        self.rt = TorchRuntime(train.dtype, backend.device, backend.threads, False, None)
+        self.seed_run, self.seed_warm = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
+        self.state: Any = None
+        self._losses: list[torch.Tensor] = []
+
+    def new_state(self, seed: int) -> Any:
+        state = self.spec.setup(seed, self.rt)
+        train = self.spec.train
+        state.opt, state.sched = adam(self.spec.parameters(state), train.lr, train.steps, train.schedule)
+        return state
+
+    def step(self, state: Any, gen: Any = None) -> torch.Tensor:
+        state.opt.zero_grad(set_to_none=True)
+        loss = self.spec.loss(state)
+        loss.backward()
+        state.opt.step()
+        state.sched.step()
+        return loss.detach()
+
+    def compile(self) -> float:
+        warm = self.new_state(self.seed_warm)  # a throw-away state: the run starts untouched
+        t0 = time.perf_counter()
+        for _ in range(WARMUP_STEPS):
+            self.step(warm)
+        self.rt.sync()
+        compile_s = time.perf_counter() - t0
+        self.state, self.gen = self.new_state(self.seed_run), None
+        return compile_s
+
+    def params(self) -> Tree:
+        return self.spec.params(self.state)
+
+    def finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.spec.parameters(self.state))
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"torch_step": "the method's own loss"}
+
+
 @dataclasses.dataclass(frozen=True)
 class TorchBackend:
     """PyTorch, eager or ``torch.compile``, on ``device`` with ``threads`` intra-op threads."""
@@ -324,11 +381,29 @@ class TorchBackend:
     name: str = NAME
 
     def runner(self, model: Any, method: Any, seed: int, chunk: int) -> TorchRunner:
+        if getattr(method, "torch", None) is not None:  # another library's objective (Pyro)
+            return LossRunner(method, seed, chunk, self)
         return TorchRunner(method, seed, chunk, self)
 
 
 def make(
     compile: bool = False, threads: int | None = None, device: str = "cpu", compile_mode: str | None = None
 ) -> TorchBackend:
-    """The torch backend with its options (``hierbench run --backend torch --torch-compile --threads``)."""
+    """The torch backend with its options (``hierbench run --backend torch --torch-compile --threads``),
+    checked before any work: :class:`~hierbench.datasets.base.ParamError` for a device torch does not
+    know or does not have here, or a thread count below 1."""
+    from hierbench.datasets.base import ParamError
+
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ParamError(f"threads must be an integer >= 1, got {threads!r}")
+    try:
+        where = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ParamError(
+            f"device {device!r} is not a torch device (cpu, cuda, cuda:1, mps …): {err}"
+        ) from None
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise ParamError(
+            f"device {device!r}: this torch has no CUDA device here (torch.cuda.is_available() is False)"
+        )
     return TorchBackend(bool(compile), threads, device, compile_mode)
