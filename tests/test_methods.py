@@ -310,6 +310,25 @@ def test_moments_head_represents_the_exact_conditional():
     np.testing.assert_allclose(np.asarray(log_q_local), want, rtol=1e-10)
 
 
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"output": "natural"}, "output must be one of precision, covariance"),
+        ({"second_moments": 1}, "second_moments must be true or false"),
+        ({"rho_lr": 0.0}, "rho_lr must be a positive number"),
+        ({"rho_lr": float("inf")}, "rho_lr must be a positive number"),
+        ({"rho_lr": True}, "rho_lr must be a positive number"),
+        ({"depth": 0}, "depth"),
+    ],
+)
+def test_amortized_moments_options_are_checked(params, message):
+    """The moments head's options are refused with the name and the valid values, before any training."""
+    from hierbench.methods.amortized import build
+
+    with pytest.raises(ParamError, match=message):
+        build(build_model("hier-linear", LINEAR10), head="moments", **params)
+
+
 def test_choice_without_replacement_is_uniform_over_subsets():
     """Floyd's sampler: distinct indices in range, and every 3-subset of 7 equally likely
     (chi-square over the 35 subsets, 35,000 draws; the threshold is the 1 - 1e-6 quantile)."""
