@@ -20,10 +20,11 @@ Two heads over the same per-observation MLP φ on a row's features f_ij (standar
     conjugate hierarchy the exact conditional is N(P_i⁻¹(θ + X_iᵀy_i), P_i⁻¹) with P_i = I + X_iᵀX_i,
     a 10×10 inverse of group statistics that an MLP on pooled means of φ does not learn: the paper's
     parameterization (``output="covariance", second_moments=False, rho_lr=1.0``) stays at KL/N 6–40
-    at N ∈ {10³, 10⁴}, n ∈ {20, 100}, its local means off by about 1–2 posterior sd.  In the natural
-    parameterization the exact conditional is (bi)linear in S_i: W = [diag(sd_x), 0, mean_x], u_k, v_k
-    picking x_k and y, L_i = I, G_ρ = 0 (tested in tests/test_methods.py); with it the default reaches
-    KL/N 0.0004–0.0012 on the same cells, within 3× of the potential head's (better at n = 100).
+    at N ∈ {10³, 10⁴}, n ∈ {20, 100}, its local means off by 0.9–2.3 posterior sd (mean over
+    groups).  In the natural parameterization the exact conditional is (bi)linear in S_i:
+    W = [diag(sd_x), 0, mean_x], u_k, v_k picking x_k and y, L_i = I, G_ρ = 0 (tested in
+    tests/test_methods.py); with it the default reaches KL/N 0.0004–0.0012 on the same cells,
+    within 3× of the potential head's (better than it at n = 100).
 ``head="potential"`` (a structured-VAE-style recognition potential)
     each row emits a Gaussian potential on z_i — a rank-k precision factor r_ij (linear in the row
     plus φ) and a shift h_ij (φ plus a bilinear term) — summed over rows and combined in closed form
