@@ -263,6 +263,60 @@ def test_amortized_without_theta_conditioning_draws_z_independent_of_theta(head)
             np.testing.assert_array_equal(a.z, b.z)
 
 
+def test_moments_head_represents_the_exact_conditional():
+    """The moments head's mechanism: on the conjugate hierarchy the exact q(z_i | θ) =
+    N(P_i⁻¹(θ + X_iᵀy_i), P_i⁻¹), P_i = I + X_iᵀX_i, is a point of the family, reached by the readouts
+    of the pooled second moments alone (ρ's last layer at zero) whatever q(θ)'s mean, on ragged groups
+    too (sums, not means).  With f̄ = (x̃, ỹ, 1) the standardized row: W = [diag(sd_x), 0, mean_x] so
+    that W f̄ = x, and u_k = W_k, v = (0, sd_y, mean_y) so that u_kᵀ S_i v = Σ_j x_jk y_j."""
+    from hierbench.methods import _gaussian as g
+    from hierbench.methods.amortized import build, row_feature_stats
+
+    model = build_model("hier-linear", {"N": 9, "n": 4, "d": 3, "ragged": True, "seed": 2})
+    d = model.dim_local
+    family, _, config = build(model, head="moments")
+    assert config["output"] == "precision" and config["second_moments"]
+    center, spread = row_feature_stats(model.data)  # features x (d), then y
+    w = np.zeros((d, d + 2))
+    w[:, :d], w[:, d + 1] = np.diag(spread[:d]), center[:d]
+    v = np.zeros(d + 2)
+    v[d], v[d + 1] = spread[d], center[d]
+    params = jax.tree.map(jnp.asarray, family.init_params(jax.random.key(0)))
+    last = params["rho"][-1]
+    params["rho"][-1] = {"w": jnp.zeros_like(last["w"]), "b": jnp.zeros_like(last["b"])}
+    params["read"] = {"prec": jnp.asarray(w), "u": jnp.asarray(w), "v": jnp.asarray(np.tile(v, (d, 1)))}
+    params["g_mean"] = jnp.asarray([0.7, -1.2, 2.0])  # the exact conditional does not depend on it
+
+    ex = model.exact
+    rng = np.random.default_rng(0)
+    theta = rng.normal(size=(5, d))
+    mean = ex.local_shift + np.einsum("ilg,sg->sil", ex.local_gain, theta)
+    z = mean + rng.normal(size=(5, model.num_groups, d))
+    data = {k: jnp.asarray(a) for k, a in model.data.items()}
+    _, log_q_local = family.log_q(params, jnp.asarray(theta), jnp.asarray(z), None, data)
+    want = g.mvn_logpdf_chol(z - mean, np.linalg.cholesky(ex.local_cov)).sum(-1)
+    np.testing.assert_allclose(np.asarray(log_q_local), want, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"output": "natural"}, "output must be one of precision, covariance"),
+        ({"second_moments": 1}, "second_moments must be true or false"),
+        ({"rho_lr": 0.0}, "rho_lr must be a positive number"),
+        ({"rho_lr": float("inf")}, "rho_lr must be a positive number"),
+        ({"rho_lr": True}, "rho_lr must be a positive number"),
+        ({"depth": 0}, "depth"),
+    ],
+)
+def test_amortized_moments_options_are_checked(params, message):
+    """The moments head's options are refused with the name and the valid values, before any training."""
+    from hierbench.methods.amortized import build
+
+    with pytest.raises(ParamError, match=message):
+        build(build_model("hier-linear", LINEAR10), head="moments", **params)
+
+
 def test_choice_without_replacement_is_uniform_over_subsets():
     """Floyd's sampler: distinct indices in range, and every 3-subset of 7 equally likely
     (chi-square over the 35 subsets, 35,000 draws; the threshold is the 1 - 1e-6 quantile)."""
