@@ -243,7 +243,9 @@ def cmd_peers(args: argparse.Namespace) -> int:
     from hierbench.peers import run_peers
 
     check_writable(args.out, folder=True)
-    return run_peers(args.out, quick=args.quick, report_only=args.report_only, progress=args.progress)
+    return run_peers(
+        args.out, quick=args.quick, report_only=args.report_only, progress=args.progress, fresh=args.fresh
+    )
 
 
 def cmd_torch_bench(args: argparse.Namespace) -> int:
@@ -443,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     peers.add_argument("--out", default="results/peers", help="folder for records.jsonl and summary.md")
     peers.add_argument("--quick", action="store_true", help="N=10, 200 steps: a smoke test in seconds")
     peers.add_argument("--report-only", action="store_true", help="re-tabulate the existing records")
+    peers.add_argument(
+        "--fresh", action="store_true", help="start over (the default resumes a stopped comparison)"
+    )
     peers.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     peers.set_defaults(func=cmd_peers)
 

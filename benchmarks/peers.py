@@ -335,6 +335,7 @@ def run_peers(
     report_only: bool = False,
     jobs: int = 1,
     progress: bool | None = None,
+    fresh: bool = False,
 ) -> int:
     """Run the comparison (or re-tabulate existing records) and write ``records.jsonl`` + ``summary.md``.
 
@@ -350,6 +351,9 @@ def run_peers(
         The sweep's worker processes (1: one at a time, so that the runs of a comparison see alike load).
     progress : bool, optional
         The sweep's progress bar.
+    fresh : bool
+        Start over: set the existing records aside (``records.prev.jsonl``) instead of resuming them.
+        A stopped comparison resumes by default: the sweep skips the cells already recorded.
 
     Returns
     -------
@@ -363,7 +367,10 @@ def run_peers(
     records_file = out / "records.jsonl"
     failed = False
     if not report_only:
-        records_file.unlink(missing_ok=True)  # one comparison per file: every run of it, one sweep
+        if fresh and records_file.exists():  # keep the previous comparison rather than lose it
+            records_file.replace(out / "records.prev.jsonl")
+        elif records_file.exists():
+            print(f"resuming {records_file} (--fresh starts over)", file=sys.stderr)
         start = time.perf_counter()
         result = run_sweep(EXPERIMENT, records_file, quick=quick, jobs=jobs, progress=progress)
         failed = bool(result.failed)

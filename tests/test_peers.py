@@ -395,6 +395,31 @@ def test_peers_report_only_writes_the_summary(tmp_path, capsys):
     assert not list(tmp_path.glob("*.tmp*"))  # written atomically: no temporary left
 
 
+def test_a_stopped_comparison_resumes_and_fresh_starts_over(tmp_path, monkeypatch, capsys):
+    """`make peers` takes most of an hour: a stopped one resumes (the sweep skips recorded cells, so the
+    records file must survive); --fresh sets the old records aside instead of deleting them."""
+    import types
+
+    from hierbench.cli import main
+    from hierbench.suites import sweep
+
+    seen = []
+
+    def fake_sweep(experiment, records_file, **kwargs):
+        seen.append(records_file.read_text() if records_file.exists() else None)
+        records_file.touch()  # a sweep writes its records file
+        return types.SimpleNamespace(failed=[])
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_sweep)
+    records = tmp_path / "records.jsonl"
+    records.write_text("")
+    assert main(["peers", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert seen == [""] and "resuming" in capsys.readouterr().err
+    records.write_text("")
+    assert main(["peers", "--fresh", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert seen[1] is None and (tmp_path / "records.prev.jsonl").exists()
+
+
 @pytest.mark.slow
 def test_peers_quick_end_to_end(tmp_path):
     """`hierbench peers --quick`: every comparison at N = 10 (a few minutes on 2 cores)."""
