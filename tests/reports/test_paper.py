@@ -325,6 +325,14 @@ def test_headline_ratio_rule():
     assert never["t_fast_s"] is None and never["ratio"] is None
     assert "never does" in paper.headline_sentence([never])
     assert "not computable" in paper.headline_sentence(paper.headline_ratio(recs[:1]))
+    assert "1 of 1 seeds have no ratio" in paper.headline_sentence([never])
+
+
+def test_headline_spread_over_seeds():
+    rows = [{"ratio": r} for r in (2.0, 8.0, None, 4.0)]
+    expected = "Over 3 seeds: median **4×**, range 2–8×; 1 of 4 seeds have no ratio."
+    assert paper.headline_spread(rows) == expected
+    assert "one seed, no spread" in paper.headline_spread(rows[:1])
 
 
 def test_scaling_markdown_has_the_headline(made):

@@ -42,7 +42,7 @@ from hierbench.reports.paper.command import main
 from hierbench.reports.paper.experiments import EXPERIMENTS, FIGURE_TEXT, STEMS, TITLES
 from hierbench.reports.paper.make import PaperResult, make_paper
 from hierbench.reports.paper.runs import is_amortized_potential, is_branch_full, num_groups
-from hierbench.reports.paper.scaling import headline_ratio, headline_sentence
+from hierbench.reports.paper.scaling import headline_ratio, headline_sentence, headline_spread
 from hierbench.reports.paper.sources import Source, dedupe, load_source, records_path
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "dedupe",
     "headline_ratio",
     "headline_sentence",
+    "headline_spread",
     "is_amortized_potential",
     "is_branch_full",
     "load_source",

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -171,7 +172,22 @@ def headline_sentence(rows: list[dict[str, Any]], n: int = HEADLINE_N) -> str:
                 f"{head}, {row['fast_label']} at {row['t_fast_s']:.3g} s: "
                 f"**{num_text(row['ratio'], '.3g')}×** faster ({PAPER_CLAIM})."
             )
-    return " ".join(sentences)
+    return " ".join(sentences + [headline_spread(rows)])
+
+
+def headline_spread(rows: list[dict[str, Any]]) -> str:
+    """The headline ratio over seeds: median and range, counting seeds where amortized never got there."""
+    ratios = sorted(row["ratio"] for row in rows if row["ratio"] is not None)
+    missing = len(rows) - len(ratios)
+    never = f"; {missing} of {len(rows)} seeds have no ratio" if missing else ""
+    if not ratios:
+        return f"Over {len(rows)} seed(s): no ratio{never}."
+    if len(ratios) == 1:
+        return f"Over {len(rows)} seed(s): {ratios[0]:.3g}× (one seed, no spread){never}."
+    return (
+        f"Over {len(ratios)} seeds: median **{float(np.median(ratios)):.3g}×**, range "
+        f"{ratios[0]:.3g}–{ratios[-1]:.3g}×{never}."
+    )
 
 
 def scaling_table(records: list[dict[str, Any]]) -> pd.DataFrame:
