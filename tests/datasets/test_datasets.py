@@ -170,14 +170,8 @@ def _evaluate(model, theta, z, data):
     )
 
 
-@pytest.mark.parametrize("name", SIMULATED)
-@pytest.mark.parametrize("ragged", [False, True])
-def test_backends_agree(name, ragged):
-    model = DATASETS[name](N=9, n=6, d=4, ragged=ragged, seed=2)
-    theta, z = _random_draws(model)
-    want = _evaluate(model, theta, z, model.data)
-    assert [w.shape for w in want] == [(4,), (4, 9), (4,)]
-
+def _assert_backends_agree(model, theta, z, want) -> None:
+    """The log joint's terms on JAX and torch (data as each backend's arrays or as numpy) equal numpy's."""
     jax_data = {k: jnp.asarray(v) for k, v in model.data.items()}
     torch_data = {k: torch.asarray(v, dtype=torch.float64) for k, v in model.data.items()}
     runs = {
@@ -190,6 +184,17 @@ def test_backends_agree(name, ragged):
         for g, w in zip(got, want, strict=True):
             assert np.asarray(g).dtype == np.float64, backend
             np.testing.assert_allclose(np.asarray(g), w, rtol=1e-10, err_msg=backend)
+
+
+@pytest.mark.parametrize("name", SIMULATED)
+@pytest.mark.parametrize("ragged", [False, True])
+def test_backends_agree(name, ragged):
+    model = DATASETS[name](N=9, n=6, d=4, ragged=ragged, seed=2)
+    theta, z = _random_draws(model)
+    want = _evaluate(model, theta, z, model.data)
+    assert [w.shape for w in want] == [(4,), (4, 9), (4,)]
+
+    _assert_backends_agree(model, theta, z, want)
 
     # One draw, no batch axis.
     single = log_joint(model, theta[0], z[0], model.data)
@@ -398,18 +403,7 @@ def test_contract_backends_agree(name, small_models):
     want = _evaluate(model, theta, z, model.data)
     assert [w.shape for w in want] == [(3,), (3, N), (3,)]
     assert all(np.all(np.isfinite(w)) for w in want)
-    jax_data = {k: jnp.asarray(v) for k, v in model.data.items()}
-    torch_data = {k: torch.asarray(v, dtype=torch.float64) for k, v in model.data.items()}
-    runs = {
-        "jax": _evaluate(model, jnp.asarray(theta), jnp.asarray(z), jax_data),
-        "jax+numpy data": _evaluate(model, jnp.asarray(theta), jnp.asarray(z), model.data),
-        "torch": _evaluate(model, torch.asarray(theta), torch.asarray(z), torch_data),
-        "torch+numpy data": _evaluate(model, torch.asarray(theta), torch.asarray(z), model.data),
-    }
-    for backend, got in runs.items():
-        for g, w in zip(got, want, strict=True):
-            assert np.asarray(g).dtype == np.float64, backend
-            np.testing.assert_allclose(np.asarray(g), w, rtol=1e-10, err_msg=backend)
+    _assert_backends_agree(model, theta, z, want)
     if model.log_lik is not None:
         want_lik = model.log_lik(theta[:, None, :], z, model.data)
         got_lik = model.log_lik(torch.asarray(theta)[:, None, :], torch.asarray(z), model.data)
