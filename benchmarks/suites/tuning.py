@@ -4,7 +4,8 @@ Tuning every cell of a grid by the protocol (:mod:`hierbench.harness.tune`) cost
 the grid per cell.  With ``tune_once``, the cells that differ only in their seed, steps or budget (one
 *configuration*: method, its parameters, data, backend) share one **tuning cell**: the configuration
 run by the protocol on ``tune_once``'s seed (default the smallest of the cells') and budget (its
-``steps`` and/or ``budget_s``, default the cells'), recorded in the sweep's records file with
+``steps`` and/or ``budget_s``, default the cells'; a ``budget_s`` alone keeps the cells' fewest steps as
+a cap, so a tuning run is never longer than the runs it tunes), recorded in the sweep's records file with
 ``role = "tuning"``.  Every cell of the configuration then runs once, at the chosen value; its record
 has a ``tuning`` block naming the tuning record (``tuned_by``), the grid, every point, the choice and the
 grid's total cost, with ``shared = true`` and what it was tuned on (``tuned_on``).
@@ -53,7 +54,10 @@ def tuning_cells(cells: list[Cell]) -> dict[str, Cell]:
         kwargs = {k: v for k, v in first.kwargs.items() if k != "tune_once"}
         kwargs["seed"] = once.get("seed", min(c.kwargs["seed"] for c in members))
         if "steps" in once or "budget_s" in once:
-            kwargs["steps"] = once.get("steps")
+            # a budget alone keeps the cells' step count as a cap: the tuning run is never longer than
+            # the runs it tunes (its schedule decays over at most their steps)
+            member_steps = [c.kwargs["steps"] for c in members if c.kwargs.get("steps") is not None]
+            kwargs["steps"] = once.get("steps", min(member_steps) if member_steps else None)
             kwargs["budget_s"] = once.get("budget_s")
             if kwargs["budget_s"] is None:
                 kwargs.pop("budget_s")

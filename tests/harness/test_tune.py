@@ -122,3 +122,21 @@ def test_a_sweep_tunes_once_per_configuration_and_reuses_the_choice(tmp_path):
         assert rec["tuning"]["tuned_on"]["steps"] == 40 and rec["cell"]["tune_once"] == {"steps": 40}
     again = run_sweep(toml, out, jobs=0, references=None, progress=False)
     assert sum(again.ran.values()) == 0 and len(read_records([out])) == 3
+
+
+def test_a_budget_alone_keeps_the_runs_steps_as_the_tuning_runs_cap(tmp_path):
+    """tune_once = { budget_s = ... }: the tuning run gets that budget but never more steps than the runs
+    it tunes, so its schedule (cosine over the run's steps) is the one the chosen step size will run."""
+    from hierbench.suites.experiment import expand, load_experiment
+    from hierbench.suites.tuning import tuning_cells
+
+    toml = tmp_path / "exp.toml"
+    toml.write_text(
+        '[defaults]\ndataset = "hier-linear"\ndata_params = { N = 6, n = 5, d = 2 }\nseeds = [0, 1]\n'
+        "steps = 60\nbudget_s = 9\ncheckpoints = 1\neval_draws = 100\n"
+        '[[runs]]\nmethod = "meanfield"\ntune = "lr"\ntune_once = { budget_s = 2 }\n'
+        '[[runs]]\nmethod = "branch"\ntune = "lr"\ntune_once = { budget_s = 2, steps = 30 }\n'
+    )
+    tuners = {t.kwargs["method"]: t.kwargs for t in tuning_cells(expand(load_experiment(toml))).values()}
+    assert (tuners["meanfield"]["steps"], tuners["meanfield"]["budget_s"]) == (60, 2)
+    assert (tuners["branch"]["steps"], tuners["branch"]["budget_s"]) == (30, 2)
