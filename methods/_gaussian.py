@@ -105,46 +105,55 @@ def join(theta: Array, z: Array) -> Array:
     return xp.concat([theta, xp.reshape(z, (z.shape[0], -1))], axis=-1)
 
 
-def joint_family(model, init_params, draw_vec, log_q_vec, noise_shapes, split_noise: bool = False):
+def joint_family(model, init_params, draw_vec, log_q_vec, noise_shapes):
     """Wrap a Gaussian over the joint vector (θ, z_1..z_N) as a :class:`~hierbench.methods.base.Family`.
 
     ``draw_vec(params, eps) -> (S, D)`` from the standard normals of ``noise_shapes(S)`` and
     ``log_q_vec(params, v) -> (S,)``.  Such a family does not factor over groups, so it is trained on
-    full data.
-
-    ``split_noise``: the first normals ``(S, D)`` are drawn as θ's ``(S, G)`` and z's ``(S, D − G)`` and
-    joined before ``draw_vec`` (the same distribution).  For a family whose draw is elementwise in the
-    noise (mean-field, low-rank's diagonal part): XLA:CPU fuses a draw of one ``(S, D)`` array into the
-    slices that split the joint vector into θ and z, inside the training scan, and the step ran 4×
-    slower (mean-field at N = 1000, S = 8, a 10-step scan: 13-16 ms a step against 3-4 ms, the two
-    alternating on the same loaded 2 cores; ``make perf`` times the step).
+    full data.  For a family whose draw is cheap next to the likelihood, see :func:`block_family`.
     """
     from hierbench.methods.base import Family
 
     shape = (model.dim_global, model.num_groups, model.dim_local)
-    dim_global = model.dim_global
-
-    def joined(eps):
-        if not split_noise:
-            return eps
-        xp = namespace(eps[0])
-        return [xp.concat([eps[0], eps[1]], axis=-1), *eps[2:]]
-
-    def shapes(num_draws, num_groups):
-        out = noise_shapes(num_draws)
-        if not split_noise:
-            return out
-        (s, d), *rest = out
-        return [(s, dim_global), (s, d - dim_global), *rest]
 
     def draw(params, eps, idx, data_b):
-        return split_joint(draw_vec(params, joined(eps)), *shape)
+        return split_joint(draw_vec(params, eps), *shape)
 
     def log_q(params, theta, z, idx, data_b):
         xp = namespace(theta)
         return log_q_vec(params, join(theta, z)), xp.zeros((), dtype=theta.dtype, device=_ops.device(theta))
 
-    return Family(init_params, shapes, draw, log_q, False)
+    return Family(init_params, lambda num_draws, num_groups: noise_shapes(num_draws), draw, log_q, False)
+
+
+def block_family(model, init_params, draw_blocks, log_q_blocks, noise_shapes):
+    """A Gaussian over (θ, z_1..z_N) whose parameters are kept in a global and a local block.
+
+    ``draw_blocks(params, eps) -> (θ (S, G), z (S, N·L))`` from the standard normals of
+    ``noise_shapes(S)`` (θ's first, then z's, then any others) and ``log_q_blocks(params, θ, z) -> (S,)``;
+    trained on full data.  Why blocks and not one joint vector: slicing a joint draw into θ and z makes
+    the gradient a ``pad`` of θ's cotangent to length D, and XLA:CPU fuses θ's reductions into that
+    pad's loop, which then runs D times over them with masked loads past the end of their buffers.  On
+    this machine that step was bimodal, 8× slower in one mode (mean-field at N = 1000, n = 100: ~125
+    against ~15 ms, chunk by chunk, by where the buffers landed in memory; ``results/perf/``).  With
+    blocks the gradient of each block is its own, and a joint quantity is a ``concat`` (whose gradient
+    is a slice).
+    """
+    from hierbench.methods.base import Family
+
+    shape = (model.num_groups, model.dim_local)
+
+    def draw(params, eps, idx, data_b):
+        theta, z = draw_blocks(params, eps)
+        xp = namespace(theta)
+        return theta, xp.reshape(z, (z.shape[0], *shape))
+
+    def log_q(params, theta, z, idx, data_b):
+        xp = namespace(theta)
+        value = log_q_blocks(params, theta, xp.reshape(z, (z.shape[0], -1)))
+        return value, xp.zeros((), dtype=theta.dtype, device=_ops.device(theta))
+
+    return Family(init_params, lambda num_draws, num_groups: noise_shapes(num_draws), draw, log_q, False)
 
 
 def joint_dim(model) -> int:

@@ -29,24 +29,35 @@ def make(
 
 
 def build_family(model: HierModel, rank: int = 5, init_sd: float = 0.1, init_factor: float = 0.01) -> Family:
-    """The low-rank-plus-diagonal family over the joint vector."""
+    """The low-rank-plus-diagonal family over (θ, z), its mean, softplus-inverse sd and factor rows kept
+    as a global (θ) and a local (z) block (:func:`~hierbench.methods._gaussian.block_family`)."""
     dim = g.joint_dim(model)
+    dims = {"global": model.dim_global, "local": dim - model.dim_global}
 
     def init_params(key):
         # A zero factor is a saddle of the ELBO; start it small and random.
         factor = init_factor * jax.random.normal(key, (dim, rank))
-        return {"mean": np.zeros(dim), "raw_sd": np.full(dim, g.softplus_inv(init_sd)), "factor": factor}
+        rows = {"global": factor[: dims["global"]], "local": factor[dims["global"] :]}
+        params = {f"mean_{b}": np.zeros(n) for b, n in dims.items()}
+        params |= {f"raw_sd_{b}": np.full(n, g.softplus_inv(init_sd)) for b, n in dims.items()}
+        return params | {f"factor_{b}": rows[b] for b in dims}
 
-    def draw_vec(params, eps):
-        eps_d, eps_r = eps
-        sd = softplus(params["raw_sd"])
-        return params["mean"] + sd * eps_d + eps_r @ params["factor"].T
+    def draw_blocks(params, eps):
+        *eps_d, eps_r = eps
+        return tuple(
+            params[f"mean_{b}"] + softplus(params[f"raw_sd_{b}"]) * e + eps_r @ params[f"factor_{b}"].T
+            for b, e in zip(dims, eps_d, strict=True)
+        )
 
-    def log_q_vec(params, v):
-        xp = namespace(v)
-        u = v - params["mean"]
-        sd = softplus(params["raw_sd"])
-        f_scaled = params["factor"] / sd[:, None]  # diag(s⁻¹) F
+    def joined(params, name):
+        xp = namespace(params[f"{name}_global"])
+        return xp.concat([params[f"{name}_global"], params[f"{name}_local"]], axis=0)
+
+    def log_q_blocks(params, theta, z):
+        xp = namespace(theta)
+        u = xp.concat([theta - params["mean_global"], z - params["mean_local"]], axis=-1)
+        sd = softplus(joined(params, "raw_sd"))
+        f_scaled = joined(params, "factor") / sd[:, None]  # diag(s⁻¹) F
         u_scaled = u / sd
         cap = xp.eye(rank, dtype=u.dtype, device=device(u)) + f_scaled.T @ f_scaled  # I + Fᵀ D⁻¹ F
         cap_chol = xp.linalg.cholesky(cap)
@@ -55,6 +66,10 @@ def build_family(model: HierModel, rank: int = 5, init_sd: float = 0.1, init_fac
         log_det = 2.0 * xp.sum(xp.log(sd)) + 2.0 * xp.sum(xp.log(xp.linalg.diagonal(cap_chol)))
         return -0.5 * (quad + log_det + dim * g.LOG_2PI)
 
-    return g.joint_family(
-        model, init_params, draw_vec, log_q_vec, lambda s: [(s, dim), (s, rank)], split_noise=True
+    return g.block_family(
+        model,
+        init_params,
+        draw_blocks,
+        log_q_blocks,
+        lambda s: [(s, dims["global"]), (s, dims["local"]), (s, rank)],
     )

@@ -22,16 +22,25 @@ def make(model: HierModel, *, init_sd: float = 0.1, **train) -> Method:
 
 
 def build_family(model: HierModel, init_sd: float = 0.1) -> Family:
-    """The mean-field family over the joint vector, started at N(0, init_sd² I)."""
-    dim = g.joint_dim(model)
+    """The mean-field family over (θ, z), started at N(0, init_sd² I); its mean and softplus-inverse
+    sd are kept as a global (θ) and a local (z) block (:func:`~hierbench.methods._gaussian.block_family`)."""
+    dims = {"global": model.dim_global, "local": g.joint_dim(model) - model.dim_global}
 
     def init_params(key):
-        return {"mean": np.zeros(dim), "raw_sd": np.full(dim, g.softplus_inv(init_sd))}
+        params = {f"mean_{b}": np.zeros(n) for b, n in dims.items()}
+        return params | {f"raw_sd_{b}": np.full(n, g.softplus_inv(init_sd)) for b, n in dims.items()}
 
-    def draw_vec(params, eps):
-        return params["mean"] + softplus(params["raw_sd"]) * eps[0]
+    def draw_blocks(params, eps):
+        return tuple(
+            params[f"mean_{b}"] + softplus(params[f"raw_sd_{b}"]) * e for b, e in zip(dims, eps, strict=True)
+        )
 
-    def log_q_vec(params, v):
-        return g.diag_normal_logpdf(v - params["mean"], softplus(params["raw_sd"]))
+    def log_q_blocks(params, theta, z):
+        return sum(
+            g.diag_normal_logpdf(v - params[f"mean_{b}"], softplus(params[f"raw_sd_{b}"]))
+            for b, v in zip(dims, (theta, z), strict=True)
+        )
 
-    return g.joint_family(model, init_params, draw_vec, log_q_vec, lambda s: [(s, dim)], split_noise=True)
+    return g.block_family(
+        model, init_params, draw_blocks, log_q_blocks, lambda s: [(s, dims["global"]), (s, dims["local"])]
+    )
