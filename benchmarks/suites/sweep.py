@@ -41,7 +41,7 @@ from hierbench.suites.experiment import (
     find_experiment,
     load_experiment,
 )
-from hierbench.suites.tuning import latest, tuned_cell, tuning_cells
+from hierbench.suites.tuning import latest, tuned_cell, tuning_cells, untuned
 from hierbench.suites.validate import validate
 
 
@@ -313,8 +313,12 @@ def run_sweep(
                     ready.append(cell)
                     continue
                 requested[cell.cell_id] = cell.kwargs
+                tuner_record = chosen.get(tuners[cell.cell_id].cell_id)
+                if (tuner_record or {}).get("status") == "infeasible":  # nothing to tune: its run says why
+                    ready.append(untuned(cell))
+                    continue
                 try:
-                    resolved, block = tuned_cell(cell, chosen.get(tuners[cell.cell_id].cell_id))
+                    resolved, block = tuned_cell(cell, tuner_record)
                 except ParamError as err:
                     finish(cell, failed_record(cell.kwargs, "error", f"ParamError: {err}"))
                     continue

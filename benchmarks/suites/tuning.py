@@ -95,6 +95,13 @@ def tuned_cell(cell: Cell, tuning_record: dict[str, Any] | None) -> tuple[Cell, 
     return Cell(cell.cell_id, cell.label, cell.run_index, kwargs), block
 
 
+def untuned(cell: Cell) -> Cell:
+    """The cell without its tuning keys: for a configuration whose tuning run was ``infeasible``
+    (nothing to tune), so that the cell's own run records why it cannot run, as ``infeasible`` too."""
+    kwargs = {k: v for k, v in cell.kwargs.items() if k not in ("tune", "tune_grid", "tune_once")}
+    return Cell(cell.cell_id, cell.label, cell.run_index, kwargs)
+
+
 def latest(records: list[dict[str, Any]], cell_ids: set[str]) -> dict[str, dict[str, Any]]:
     """The last record of each of ``cell_ids`` that is not an error (else the last error)."""
     out: dict[str, dict[str, Any]] = {}

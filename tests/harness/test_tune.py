@@ -140,3 +140,24 @@ def test_a_budget_alone_keeps_the_runs_steps_as_the_tuning_runs_cap(tmp_path):
     tuners = {t.kwargs["method"]: t.kwargs for t in tuning_cells(expand(load_experiment(toml))).values()}
     assert (tuners["meanfield"]["steps"], tuners["meanfield"]["budget_s"]) == (60, 2)
     assert (tuners["branch"]["steps"], tuners["branch"]["budget_s"]) == (30, 2)
+
+
+def test_a_configuration_too_big_to_tune_records_its_cells_infeasible(tmp_path):
+    """A tuning run refused as infeasible (dense above max_dim) leaves nothing to tune: every cell of
+    the configuration is then recorded ``infeasible`` with its reason, not as an error."""
+    from hierbench.records import read_records
+    from hierbench.suites.sweep import run_sweep
+
+    toml = tmp_path / "exp.toml"
+    toml.write_text(
+        '[defaults]\ndataset = "hier-linear"\ndata_params = { N = 6, n = 5, d = 2 }\nseeds = [0, 1]\n'
+        "steps = 60\ncheckpoints = 1\neval_draws = 100\n"
+        '[[runs]]\nmethod = "dense"\nmethod_params = { max_dim = 5 }\ntune = "lr"\n'
+        "tune_once = { steps = 40 }\n"
+    )
+    out = tmp_path / "r.jsonl"
+    result = run_sweep(toml, out, jobs=0, references=None, progress=False)
+    records = read_records([out])
+    assert sorted(r["status"] for r in records) == ["infeasible"] * 3 and not result.failed
+    runs = [r for r in records if r.get("role") != "tuning"]
+    assert sorted(r["seed"] for r in runs) == [0, 1] and all("max_dim=5" in r["error"] for r in runs)
