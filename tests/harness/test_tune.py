@@ -100,13 +100,7 @@ def test_a_sweep_tunes_once_per_configuration_and_reuses_the_choice(tmp_path):
     from hierbench.records import read_records
     from hierbench.suites.sweep import run_sweep
 
-    toml = tmp_path / "exp.toml"
-    toml.write_text(
-        '[defaults]\ndataset = "hier-linear"\ndata_params = { N = 6, n = 5, d = 2 }\nseeds = [0, 1]\n'
-        "steps = 60\ncheckpoints = 1\neval_draws = 100\n"
-        '[[runs]]\nmethod = "meanfield"\ntune = "lr"\ntune_grid = [0.05, 0.0005]\n'
-        "tune_once = { steps = 40 }\n"
-    )
+    toml = _experiment(tmp_path, 'method = "meanfield"\ntune = "lr"\ntune_grid = [0.05, 0.0005]')
     out = tmp_path / "r.jsonl"
     result = run_sweep(toml, out, jobs=0, references=None, progress=False)
     assert not result.failed
@@ -148,16 +142,21 @@ def test_a_configuration_too_big_to_tune_records_its_cells_infeasible(tmp_path):
     from hierbench.records import read_records
     from hierbench.suites.sweep import run_sweep
 
-    toml = tmp_path / "exp.toml"
-    toml.write_text(
-        '[defaults]\ndataset = "hier-linear"\ndata_params = { N = 6, n = 5, d = 2 }\nseeds = [0, 1]\n'
-        "steps = 60\ncheckpoints = 1\neval_draws = 100\n"
-        '[[runs]]\nmethod = "dense"\nmethod_params = { max_dim = 5 }\ntune = "lr"\n'
-        "tune_once = { steps = 40 }\n"
-    )
+    toml = _experiment(tmp_path, 'method = "dense"\nmethod_params = { max_dim = 5 }\ntune = "lr"')
     out = tmp_path / "r.jsonl"
     result = run_sweep(toml, out, jobs=0, references=None, progress=False)
     records = read_records([out])
     assert sorted(r["status"] for r in records) == ["infeasible"] * 3 and not result.failed
     runs = [r for r in records if r.get("role") != "tuning"]
     assert sorted(r["seed"] for r in runs) == [0, 1] and all("max_dim=5" in r["error"] for r in runs)
+
+
+def _experiment(tmp_path, run: str):
+    """A two-seed experiment file on tiny hier-linear data with one run (TOML lines ``run``), tuned once
+    at 40 steps."""
+    toml = tmp_path / "exp.toml"
+    toml.write_text(
+        '[defaults]\ndataset = "hier-linear"\ndata_params = { N = 6, n = 5, d = 2 }\nseeds = [0, 1]\n'
+        f"steps = 60\ncheckpoints = 1\neval_draws = 100\n[[runs]]\n{run}\ntune_once = {{ steps = 40 }}\n"
+    )
+    return toml
