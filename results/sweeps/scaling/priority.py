@@ -20,6 +20,13 @@ def size(cell) -> int:
 
 HEADLINE = ("branch (full data)", "amortized (potential)")
 PHASES = [
+    # 2026-12-06 afternoon: the amortized runs re-tuned at their own steps and budget (the records
+    # tuned at 30 s are in records-amortized-tuned-30s.jsonl), and branch (B=32)'s last seed at 10^4
+    (
+        "headline N=1e4, amortized re-tuned",
+        lambda c: size(c) == 10_000 and c.label in ("amortized (potential)", "branch (B=32)"),
+    ),
+    ("amortized N <= 1e4", lambda c: size(c) <= 10_000 and c.label.startswith("amortized")),
     (
         "headline N=1e4",
         lambda c: size(c) == 10_000 and c.label in ("branch (full data)", "amortized (potential)"),
