@@ -5,7 +5,9 @@ the grid per cell.  With ``tune_once``, the cells that differ only in their seed
 *configuration*: method, its parameters, data, backend) share one **tuning cell**: the configuration
 run by the protocol on ``tune_once``'s seed (default the smallest of the cells') and budget (its
 ``steps`` and/or ``budget_s``, default the cells'; a ``budget_s`` alone keeps the cells' fewest steps as
-a cap, so a tuning run is never longer than the runs it tunes), recorded in the sweep's records file with
+a cap, so a tuning run is never longer than the runs it tunes) and ``checkpoints`` (default the cells':
+the choice reads only each point's final q, so at large N one checkpoint saves the grid most of its
+off-clock evaluation), recorded in the sweep's records file with
 ``role = "tuning"``.  Every cell of the configuration then runs once, at the chosen value; its record
 has a ``tuning`` block naming the tuning record (``tuned_by``), the grid, every point, the choice and the
 grid's total cost, with ``shared = true`` and what it was tuned on (``tuned_on``).
@@ -22,7 +24,7 @@ from typing import Any
 from hierbench.datasets.base import ParamError
 from hierbench.suites.experiment import Cell, canonical_json, cell_id
 
-ONCE_KEYS = ("seed", "steps", "budget_s")
+ONCE_KEYS = ("seed", "steps", "budget_s", "checkpoints")
 VARIES = ("seed", "steps", "budget_s", "tune_once")  # what the cells of one configuration may differ in
 
 
@@ -61,6 +63,8 @@ def tuning_cells(cells: list[Cell]) -> dict[str, Cell]:
             kwargs["budget_s"] = once.get("budget_s")
             if kwargs["budget_s"] is None:
                 kwargs.pop("budget_s")
+        if "checkpoints" in once:  # the grid's points are chosen by their final q: trace points are cost
+            kwargs["checkpoints"] = once["checkpoints"]
         tuning = Cell(
             cell_id({"tuning": kwargs}),
             f"{first.label} (tuning {first.kwargs['tune']})",

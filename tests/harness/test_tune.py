@@ -136,6 +136,24 @@ def test_a_budget_alone_keeps_the_runs_steps_as_the_tuning_runs_cap(tmp_path):
     assert (tuners["branch"]["steps"], tuners["branch"]["budget_s"]) == (30, 2)
 
 
+def test_tune_once_checkpoints_thins_only_the_tuning_runs_trace(tmp_path):
+    """tune_once = { checkpoints = 1 }: the tuning run keeps the cells' steps and budget (the schedule the
+    chosen step size will run) and evaluates only its final q; the cells keep their own checkpoints."""
+    from hierbench.suites.experiment import expand, load_experiment
+    from hierbench.suites.tuning import tuning_cells
+
+    toml = tmp_path / "exp.toml"
+    toml.write_text(
+        '[defaults]\ndataset = "hier-linear"\ndata_params = { N = 6, n = 5, d = 2 }\nseeds = [0, 1]\n'
+        "steps = 60\nbudget_s = 9\ncheckpoints = 5\neval_draws = 100\n"
+        '[[runs]]\nmethod = "meanfield"\ntune = "lr"\ntune_once = { seed = 0, checkpoints = 1 }\n'
+    )
+    cells = expand(load_experiment(toml))
+    (tuner,) = {t.cell_id: t for t in tuning_cells(cells).values()}.values()
+    assert (tuner.kwargs["steps"], tuner.kwargs["budget_s"], tuner.kwargs["checkpoints"]) == (60, 9, 1)
+    assert all(c.kwargs["checkpoints"] == 5 for c in cells)
+
+
 def test_a_configuration_too_big_to_tune_records_its_cells_infeasible(tmp_path):
     """A tuning run refused as infeasible (dense above max_dim) leaves nothing to tune: every cell of
     the configuration is then recorded ``infeasible`` with its reason, not as an error."""
