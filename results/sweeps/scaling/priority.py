@@ -7,6 +7,7 @@ left in the experiment's own order.  ``python results/sweeps/scaling/priority.py
 """
 
 import os
+import sys
 
 from hierbench._io import REFERENCES_DIR
 from hierbench.cli import _references
@@ -27,6 +28,9 @@ PHASES = [
         lambda c: size(c) == 10_000 and c.label in ("amortized (potential)", "branch (B=32)"),
     ),
     ("amortized N <= 1e4", lambda c: size(c) <= 10_000 and c.label.startswith("amortized")),
+    # then branch (B=32) re-tuned at its cells' own budget (its 30 s-tuned records:
+    # records-branch-b32-tuned-30s.jsonl)
+    ("branch (B=32) re-tuned", lambda c: c.label == "branch (B=32)" and size(c) <= 10_000),
     (
         "headline N=1e4",
         lambda c: size(c) == 10_000 and c.label in ("branch (full data)", "amortized (potential)"),
@@ -39,11 +43,14 @@ PHASES = [
 ]
 
 
-def main() -> None:
+def main(only: list[str]) -> None:
+    """Every phase in order, or only the phases named (``python priority.py "N <= 1000" ...``)."""
     experiment = load_experiment(find_experiment("scaling"))
     cells = expand(experiment)
     done: set[str] = set()
     for name, pick in PHASES:
+        if only and name not in only:
+            continue
         subset = [c for c in cells if pick(c) and c.cell_id not in done]
         done |= {c.cell_id for c in subset}
         print(f"=== phase {name}: {len(subset)} cells", flush=True)
@@ -59,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # the sweep's worker processes import this file
-    main()
+    main(sys.argv[1:])
