@@ -328,6 +328,28 @@ def test_headline_ratio_rule():
     assert "1 of 1 seeds have no ratio" in paper.headline_sentence([never])
 
 
+def test_headline_for_the_papers_net_and_the_potential_head():
+    """The headline is given for each amortized head that has runs (the paper's net first), each with its
+    own spread over seeds."""
+    recs = scaling_records()
+    moments = [
+        r | {"label": "amortized (moments)", "method_params": r["method_params"] | {"head": "moments"}}
+        for r in recs
+        if paper.is_amortized_potential(r)
+    ]
+    rows = [
+        row
+        for fast in (paper.is_amortized_moments, paper.is_amortized_potential)
+        for row in paper.headline_ratio(recs + moments, n=10, fast=fast)
+    ]
+    assert [row["fast_label"] for row in rows] == ["amortized (moments)", "amortized (potential)"]
+    sentence = paper.headline_sentence(rows)
+    assert sentence.index("amortized (moments): Over 1 seed(s)") < sentence.index(
+        "amortized (potential): Over 1 seed(s)"
+    )
+    assert not any(paper.is_amortized_potential(r) for r in moments)
+
+
 def test_headline_spread_over_seeds():
     rows = [{"ratio": r} for r in (2.0, 8.0, None, 4.0)]
     expected = "Over 3 seeds: median **4×**, range 2–8×; 1 of 4 seeds have no ratio."
