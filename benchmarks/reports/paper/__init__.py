@@ -41,7 +41,12 @@ and CSV), :mod:`~hierbench.reports.paper.plotting` (what every figure shares),
 from hierbench.reports.paper.command import main
 from hierbench.reports.paper.experiments import EXPERIMENTS, FIGURE_TEXT, STEMS, TITLES
 from hierbench.reports.paper.make import PaperResult, make_paper
-from hierbench.reports.paper.runs import is_amortized_moments, is_amortized_potential, is_branch_full, num_groups
+from hierbench.reports.paper.runs import (
+    is_amortized_moments,
+    is_amortized_potential,
+    is_branch_full,
+    num_groups,
+)
 from hierbench.reports.paper.scaling import headline_ratio, headline_sentence, headline_spread
 from hierbench.reports.paper.sources import Source, dedupe, load_source, records_path
 
