@@ -60,10 +60,12 @@ budget is set by the run keys ``steps`` and ``budget_s``, never by a method para
 
 **Tuning** (:mod:`hierbench.harness.tune`): ``tune = "lr"`` runs every cell by the tuning protocol (one
 run per step size of the grid, ``tune_grid`` to give other values, the best by a held-apart ELBO).
-With ``tune_once = { seed = 0, steps = 2_000 }`` (or ``budget_s``) the step size is tuned once per
-configuration instead — on that seed and budget, for all the cells that differ only in their seed,
-steps or budget — and each cell then runs once at the chosen value; its record says so
-(:mod:`hierbench.suites.tuning`).
+With ``tune_once = { seed = 0 }`` the step size is tuned once per configuration instead — on that
+seed, for all the cells that differ only in their seed, steps or budget — and each cell then runs once
+at the chosen value; its record says so (:mod:`hierbench.suites.tuning`).  The tuning run keeps the
+cells' steps and budget unless ``steps`` or ``budget_s`` is given; a shorter one plans a shorter
+cosine schedule, which favours larger step sizes (measured: ``results/sweeps/README.md``).
+``checkpoints = 1`` evaluates only each grid point's final q, which is all the choice reads.
 
 Axes that vary together are **cases**: ``cases`` is a table of named axes, each a list of tables of run
 keys (no ``label``, ``quick`` or ``cases``); a run gets one cell set per combination of one case from
