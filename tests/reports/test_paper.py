@@ -495,3 +495,22 @@ method = "branch"
             assert row["steps_per_s"] == pytest.approx(rec["steps_per_s"])
     assert result.headline == []  # no amortized run (it would double this test's time)
     assert (tmp_path / "paper" / "fig1_scaling_gap.pdf").is_file()
+
+
+def test_a_panel_names_each_unplotted_method_once():
+    """The seeds of one method that were not plotted for the same reason share one title line."""
+    import matplotlib.pyplot as plt
+
+    from hierbench.reports.paper.plotting import panel_title
+
+    recs = [{"label": "dense", "status": "infeasible", "memory_bytes": 3 * 2**30}] * 3
+    recs += [{"label": "branch", "status": "diverged"}, {"label": "branch", "status": "ok"}]
+    fig, ax = plt.subplots()
+    panel_title(ax, "N = 1,000", recs)
+    lines = ax.get_title().split("\n")
+    plt.close(fig)
+    assert lines == [
+        "N = 1,000",
+        "not plotted: dense: infeasible (needs 3 GiB) × 3",
+        "not plotted: branch: diverged",
+    ]

@@ -7,6 +7,7 @@ PDF has no creation date, so that the same records give the same file.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,10 @@ def figure_legend(
 
 
 def panel_title(ax: plt.Axes, title: str, recs: list[dict[str, Any]]) -> None:
-    """A panel title that names, on lines below it, the runs without a curve (infeasible, diverged, error)."""
-    lines = [f"not plotted: {method_label(r)}: {status_text(r)}" for r in recs if not is_ok(r)]
+    """A panel title that names, on lines below it, the runs without a curve (infeasible, diverged, error);
+    the seeds of one method with the same status share a line ("× 3")."""
+    counts = Counter(f"not plotted: {method_label(r)}: {status_text(r)}" for r in recs if not is_ok(r))
+    lines = [line if k == 1 else f"{line} × {k}" for line, k in counts.items()]
     ax.set_title("\n".join([title, *lines]), fontsize=9 if lines else None)
 
 
