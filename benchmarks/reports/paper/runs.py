@@ -72,9 +72,7 @@ def is_amortized_potential(rec: dict[str, Any]) -> bool:
 def is_amortized_moments(rec: dict[str, Any]) -> bool:
     """Amortized VI with the moments head (the paper's pooling net), conditioned on θ."""
     mp = method_params(rec)
-    return (
-        rec["method"] == "amortized" and mp.get("head") == "moments" and mp.get("condition_on_theta", True)
-    )
+    return rec["method"] == "amortized" and mp.get("head") == "moments" and mp.get("condition_on_theta", True)
 
 
 def is_branch_full(rec: dict[str, Any]) -> bool:
