@@ -88,7 +88,7 @@ def tuned_cell(cell: Cell, tuning_record: dict[str, Any] | None) -> tuple[Cell, 
         why = (tuning_record or {}).get("error") or "no record"
         raise ParamError(f"its configuration's tuning run chose nothing ({why})")
     param = tuning["param"]
-    kwargs = {k: v for k, v in cell.kwargs.items() if k not in ("tune", "tune_grid", "tune_once")}
+    kwargs = untuned(cell).kwargs
     kwargs["method_params"] = dict(kwargs.get("method_params") or {}) | {param: tuning["chosen"]}
     block = copy.deepcopy(tuning) | {
         "shared": True,

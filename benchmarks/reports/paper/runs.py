@@ -61,18 +61,19 @@ def full_data(rec: dict[str, Any]) -> bool:
     return method_params(rec).get("batch_groups") in (None, num_groups(rec))
 
 
-def is_amortized_potential(rec: dict[str, Any]) -> bool:
-    """Amortized VI with the potential head, conditioned on θ (the headline's fast method)."""
+def _amortized_with_head(rec: dict[str, Any], head: str) -> bool:
     mp = method_params(rec)
-    return (
-        rec["method"] == "amortized" and mp.get("head") == "potential" and mp.get("condition_on_theta", True)
-    )
+    return rec["method"] == "amortized" and mp.get("head") == head and mp.get("condition_on_theta", True)
+
+
+def is_amortized_potential(rec: dict[str, Any]) -> bool:
+    """Amortized VI with the potential head, conditioned on θ (a headline's fast method)."""
+    return _amortized_with_head(rec, "potential")
 
 
 def is_amortized_moments(rec: dict[str, Any]) -> bool:
     """Amortized VI with the moments head (the paper's pooling net), conditioned on θ."""
-    mp = method_params(rec)
-    return rec["method"] == "amortized" and mp.get("head") == "moments" and mp.get("condition_on_theta", True)
+    return _amortized_with_head(rec, "moments")
 
 
 def is_branch_full(rec: dict[str, Any]) -> bool:
