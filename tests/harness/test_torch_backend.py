@@ -163,7 +163,8 @@ def noise_from(runner: TorchRunner, normals: list, choices: list) -> tuple[list,
     positions = [torch.tensor(np.asarray(c)).long() for c in choices]
     assert [len(p) for p in positions] == [s.alloc for s in spec.batches.strata]
     shapes = [spec.family.noise_shapes(spec.train.num_samples, b) for b in spec.batches.groups_per_pick]
-    eps = [torch.tensor(np.asarray(a)) for a in normals]
+    # a training step draws its normals in float32 and casts them (methods/vi.py): the same cast here
+    eps = [torch.tensor(np.asarray(a).astype(spec.train.dtype)) for a in normals]
     noise, i = [], 0
     for pick_shapes in shapes:
         noise.append(eps[i : i + len(pick_shapes)])
