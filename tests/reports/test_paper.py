@@ -511,6 +511,8 @@ def test_a_panel_names_each_unplotted_method_once():
     plt.close(fig)
     assert lines == [
         "N = 1,000",
-        "not plotted: dense: infeasible (needs 3 GiB) × 3",
-        "not plotted: branch: diverged",
+        "not plotted: dense × 3:",
+        "infeasible (needs 3 GiB)",
+        "not plotted: branch:",
+        "diverged",
     ]

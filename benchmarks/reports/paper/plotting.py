@@ -70,9 +70,12 @@ def figure_legend(
 
 def panel_title(ax: plt.Axes, title: str, recs: list[dict[str, Any]]) -> None:
     """A panel title that names, on lines below it, the runs without a curve (infeasible, diverged, error);
-    the seeds of one method with the same status share a line ("× 3")."""
-    counts = Counter(f"not plotted: {method_label(r)}: {status_text(r)}" for r in recs if not is_ok(r))
-    lines = [line if k == 1 else f"{line} × {k}" for line, k in counts.items()]
+    the seeds of one method with the same status share an entry ("× 3").  An entry takes two lines, the
+    method then its status, so that it fits above a panel and does not run into the next one's."""
+    counts = Counter((method_label(r), status_text(r)) for r in recs if not is_ok(r))
+    lines = []
+    for (label, status), k in counts.items():
+        lines += [f"not plotted: {label}" + ("" if k == 1 else f" × {k}") + ":", status]
     ax.set_title("\n".join([title, *lines]), fontsize=9 if lines else None)
 
 
