@@ -51,6 +51,7 @@ def _check_out(path: str | None, suffix: str) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from hierbench.harness import run_one
+    from hierbench.harness.one import METHOD_STEPS
 
     out = _check_out(args.out, ".jsonl")
     # bad input is an exit-2 message before any work (run_one's check_run, raise_param_errors), not a record
@@ -60,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _pairs(args.data_param),
         _pairs(args.method_param),
         seed=args.seed,
-        steps=args.steps,
+        steps=METHOD_STEPS if args.steps is None else args.steps,
         eval_draws=args.eval_draws,
         checkpoints=args.checkpoints,
         raise_param_errors=True,
@@ -350,7 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-param", action="append", metavar="KEY=VALUE", help="dataset parameter")
     run.add_argument("--method-param", action="append", metavar="KEY=VALUE", help="method parameter")
     run.add_argument("--seed", type=int, default=0, help="seed of the run (data seed: --data-param seed=S)")
-    run.add_argument("--steps", type=int, default=10_000)
+    run.add_argument(
+        "--steps",
+        type=int,
+        help="optimization steps (default: the method's own, 10,000; amortized with head=potential: 30,000)",
+    )
     run.add_argument(
         "--budget-s",
         type=float,

@@ -37,16 +37,16 @@ def _int_at_least(name: str, value: Any, minimum: int) -> None:
 
 def check_settings(kwargs: dict[str, Any]) -> None:
     """The run's own settings (module docstring), none of which needs a model."""
-    from hierbench.harness.one import DEFAULT_STEPS, check_scoring
+    from hierbench.harness.one import METHOD_STEPS, check_scoring
     from hierbench.harness.tune import check_tune
 
-    steps, budget = kwargs.get("steps", DEFAULT_STEPS), kwargs.get("budget_s")
+    steps, budget = kwargs.get("steps", METHOD_STEPS), kwargs.get("budget_s")
     finite = isinstance(budget, (int, float)) and not isinstance(budget, bool) and math.isfinite(budget)
     if budget is not None and not (finite and budget > 0):
         raise ParamError(f"budget_s must be a positive, finite number of seconds, got {budget!r}")
     if steps is None and budget is None:
         raise ParamError("give steps, budget_s or both (steps=None: as many as fit the budget)")
-    if steps is not None:
+    if steps is not None and steps != METHOD_STEPS:
         _int_at_least("steps", steps, 1)
     _int_at_least("checkpoints", kwargs.get("checkpoints", 1), 1)
     _int_at_least("eval_draws", kwargs.get("eval_draws", 2), 2)

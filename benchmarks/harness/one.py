@@ -39,6 +39,9 @@ from hierbench.registry import build_model, is_sampler, lookup, parse_params
 from hierbench.scoring import Scorer
 
 DEFAULT_STEPS = 10_000
+METHOD_STEPS = "default"
+"""``steps=METHOD_STEPS``: the method's own default step count, its ``steps`` default (DEFAULT_STEPS
+unless the method sets another, as the amortized potential head does)."""
 # Scorer options a run may set (``scoring``), by the data layout they apply to.
 STORE_SCORING_OPTIONS = ("eval_segments",)  # ChunkedScorer's size groups (one compiled program each)
 
@@ -49,7 +52,7 @@ def run_one(
     data_params: dict[str, Any] | None = None,
     method_params: dict[str, Any] | None = None,
     seed: int = 0,
-    steps: int | None = DEFAULT_STEPS,
+    steps: int | str | None = METHOD_STEPS,
     eval_draws: int = 1000,
     checkpoints: int = 20,
     progress: bool | None = None,
@@ -74,9 +77,10 @@ def run_one(
         Factory parameters (strings are parsed to the right types).
     seed : int
         Seed of the run's PRNG key (initialization, minibatches, draws, scoring).
-    steps : int or None
-        Optimization steps (rounded up to whole chunks; the record has the count actually run).  None
-        with ``budget_s``: as many as fit the budget.
+    steps : int, "default" or None
+        Optimization steps (rounded up to whole chunks; the record has the count actually run).
+        ``"default"`` (:data:`METHOD_STEPS`): the method's own default, also under a budget.  None with
+        ``budget_s``: as many as fit the budget.
     eval_draws : int
         Draws of q per float64 ELBO estimate.
     checkpoints : int
@@ -159,11 +163,16 @@ def run_one(
             refuse_full_data(model, f"the sampler {method}")
 
         def build(
-            num_steps: int, **overrides: Any
+            num_steps: int | None, **overrides: Any
         ) -> Method:  # every VI build (the probe's too) passes the memory guard
-            algo = factory(model, **(params | overrides | {"steps": num_steps}))
+            steps_param = {} if num_steps is None else {"steps": num_steps}
+            algo = factory(model, **(params | overrides | steps_param))
             memory.check_vi(record, model, algo, method)
             return algo
+
+        if steps == METHOD_STEPS:
+            # the method's default step count, as its own build states it (its config's "steps")
+            steps = DEFAULT_STEPS if sampler else int(build(None).config.get("steps", DEFAULT_STEPS))
 
         plan, probe = plan_run(
             engine,

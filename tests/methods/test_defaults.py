@@ -3,11 +3,11 @@ data, seeds 0-4: a user who runs ``hierbench run --method M`` without tuning get
 
 Bounds (issue 14): dense and branch contain the posterior, KL ≤ 0.05 nats at N = 10; mean-field
 within 5% of its analytic optimum; low-rank no worse than that optimum; amortized (potential head)
-KL/N ≤ 0.05 at N = 10 and 100; dense also on torch.  The default step count runs in ``make
-test-all`` (``slow``).  ``make test`` runs dense on JAX at N = 10, the case of issue 14, also at its
-defaults (4-11 s a seed, by load): fewer steps do not land (measured, seeds 0-4: KL ≈ 34 nats after 2,000
-steps, ≈ 9 after 3,000, the schedule's decay scaling with the step count), and every other case
-costs 10-100 s a seed.
+KL/N ≤ 0.05 at N = 10 and 100; dense also on torch.  Each runs its method's own default step count
+(10,000; the potential head's 30,000), in ``make test-all`` (``slow``).  ``make test`` runs dense on
+JAX at N = 10, the case of issue 14, also at its defaults (4-11 s a seed, by load): fewer steps do not
+land (measured, seeds 0-4: KL ≈ 34 nats after 2,000 steps, ≈ 9 after 3,000, the schedule's decay
+scaling with the step count), and every other case costs 10-300 s a seed.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import pytest
 from conftest import optimal_meanfield_kl
 
 from hierbench.harness import run_one
-from hierbench.harness.one import DEFAULT_STEPS
-from hierbench.registry import build_model
+from hierbench.harness.one import DEFAULT_STEPS, METHOD_STEPS
+from hierbench.methods.amortized import POTENTIAL_STEPS
+from hierbench.registry import build_model, lookup
 
 SEEDS = range(5)
 DATA = {"n": 20, "d": 10, "seed": 0}
@@ -32,22 +33,10 @@ CASES = [
     ("amortized", {"head": "potential"}, 100, "jax"),
 ]
 FAST = [("dense", {}, 10, "jax")]  # also in `make test` (module docstring)
-# Known not to land at its defaults (measured, seeds 0-4: KL/N 0.080, 0.066, 0.12, 0.079, 0.11; at 30,000
-# steps it ends at 1.4e-4 and 2.4e-5 on seeds 2 and 0, results/defaults/README.md); strict, so the marker
-# has to go when it does
-XFAIL = {
-    (
-        "amortized",
-        100,
-        "jax",
-    ): "issue 14: amortized (potential head) at N = 100 leaves KL/N 0.07-0.12 at its 10,000 default steps"
-}
 
 
 def marks(case):
-    key = (case[0], case[2], case[3])
-    found = [pytest.mark.xfail(strict=True, reason=XFAIL[key])] if key in XFAIL else []
-    return found + ([] if case in FAST else [pytest.mark.slow])
+    return [] if case in FAST else [pytest.mark.slow]
 
 
 def check(method: str, method_params: dict, groups: int, backend: str, seed: int) -> None:
@@ -58,7 +47,7 @@ def check(method: str, method_params: dict, groups: int, backend: str, seed: int
         data,
         method_params,
         seed=seed,
-        steps=DEFAULT_STEPS,
+        steps=METHOD_STEPS,
         checkpoints=1,
         backend=backend,
     )
@@ -85,3 +74,13 @@ def check(method: str, method_params: dict, groups: int, backend: str, seed: int
 )
 def test_defaults_land(method, method_params, groups, backend, seed):
     check(method, method_params, groups, backend, seed)
+
+
+def test_a_run_takes_its_methods_default_step_count():
+    """Without a step count a run takes its method's own (the potential head's is 30,000)."""
+    model = build_model("hier-linear", DATA | {"N": 10})
+    amortized = lookup("method", "amortized")
+    assert amortized(model, head="potential").config["steps"] == POTENTIAL_STEPS == 30_000
+    assert amortized(model).config["steps"] == DEFAULT_STEPS
+    rec = run_one("meanfield", "hier-linear", DATA | {"N": 10}, checkpoints=1, eval_draws=10)
+    assert rec["status"] == "ok" and rec["steps"] == DEFAULT_STEPS
