@@ -48,7 +48,8 @@ unchanged. ``budget_s`` (optional) is a budget of optimization seconds on top of
 ``min(steps, budget_s × its measured steps/s)`` steps, its schedule spanning the budget (see
 :func:`~hierbench.harness.run_one`); with ``budget_s`` and no ``steps`` in any layer, as many steps as fit
 the budget (the cell's ``steps`` is null). ``seeds``, ``steps``, ``checkpoints`` and ``eval_draws`` default
-to :func:`~hierbench.harness.run_one`'s (seed 0, 10,000 steps, 20 checkpoints, 1000 draws). Any value may
+to seed 0, 10,000 steps, 20 checkpoints and 1000 draws (:func:`~hierbench.harness.run_one`'s, but the steps
+are stated: not a method's own default). Any value may
 be a list, and so may any value inside ``data_params``, ``method_params``, ``backend_options`` and
 ``scoring``: a list is a sweep axis, and a run's cells are the product of its axes (no registered
 parameter takes a list). Layers merge in the order ``[defaults]`` < ``[[runs]]`` < ``[quick]`` <
@@ -128,7 +129,8 @@ RUN_KEYS = (
     "cases",
 )
 CASE_KEYS = tuple(k for k in RUN_KEYS if k not in ("label", "cases"))
-# run_one's defaults (tests/suites/test_sweep.py checks they agree)
+# run_one's defaults, but a stated step count (the harness's 10,000) where run_one's default is the
+# method's own: a cell's meaning and id do not follow a method's default (tests/suites/test_sweep.py)
 RUN_DEFAULTS: dict[str, Any] = {"seeds": 0, "steps": 10_000, "checkpoints": 20, "eval_draws": 1000}
 
 

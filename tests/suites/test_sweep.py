@@ -214,11 +214,17 @@ checkpoints = 1
 
 
 def test_run_defaults_are_run_ones():
+    """An experiment's defaults are run_one's, but for steps: a cell states its count (the harness's
+    10,000), never "the method's default", so that a method's default can change without changing what
+    an experiment file means or its cells' ids."""
     from hierbench.harness import run_one
+    from hierbench.harness.one import DEFAULT_STEPS, METHOD_STEPS
 
     sig = inspect.signature(run_one).parameters
-    assert RUN_DEFAULTS == {k: sig[k].default for k in ("steps", "checkpoints", "eval_draws")} | {
-        "seeds": sig["seed"].default
+    assert sig["steps"].default == METHOD_STEPS and RUN_DEFAULTS["steps"] == DEFAULT_STEPS
+    assert RUN_DEFAULTS == {k: sig[k].default for k in ("checkpoints", "eval_draws")} | {
+        "seeds": sig["seed"].default,
+        "steps": DEFAULT_STEPS,
     }
 
 
