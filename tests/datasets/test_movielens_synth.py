@@ -362,7 +362,12 @@ def test_the_store_only_changes_the_batch_source():
         np.testing.assert_allclose(got.log_q, want.log_q, rtol=1e-12)
 
 
-@pytest.mark.parametrize("head", ["potential", pytest.param("moments", marks=pytest.mark.slow)])
+# slow (40 s): the store only changes where a batch's rows come from
+# (test_the_store_only_changes_the_batch_source), and the stratified estimate's unbiasedness is
+# tested on the padded layout in make test
+# (tests/methods/test_methods.py::test_stratified_minibatch_estimate_is_unbiased)
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["potential", "moments"])
 def test_stratified_minibatch_estimate_from_the_store_is_unbiased(head):
     """The minibatch −ELBO on the store (users stratified by size, gathered from the CSR store, scaled
     N_s/B_s) has the full-data estimate's mean within 4 standard errors, and the test has power (its se
