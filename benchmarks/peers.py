@@ -135,9 +135,18 @@ NO_STEP_SIZE: dict[str, str] = {
 
 
 def time_to_common_target(record: dict[str, Any], target: float) -> float | None:
-    """Optimization seconds until the first trace point within :data:`TARGET_SE` se of ``target``."""
+    """Optimization seconds until the first trace point within :data:`TARGET_SE` se of ``target``.
+
+    None where the run's initial q (its step-0 trace point) already reaches it: then the target says
+    nothing about speed (the full-rank speed rows at N = 1000, five steps from far away), and a 0 s
+    would read as a win.
+    """
     times, elbos, ses = trace_columns(record)
-    return time_to_target(times, elbos, target, ses=ses, n_se=TARGET_SE, interpolate=False)
+    t = time_to_target(times, elbos, target, ses=ses, n_se=TARGET_SE, interpolate=False)
+    steps = [p.get("step") for p in record.get("trace") or []]
+    if t is not None and steps and steps[0] == 0 and t == times[0]:
+        return None
+    return t
 
 
 def num_groups(record: dict[str, Any]) -> int | None:
@@ -312,7 +321,9 @@ def markdown(tables: list[dict[str, Any]]) -> str:
                 if group["target"] is not None
                 else "no target (no run ended ok)"
             )
-            out.append(f"- N = {group['N']:,}: {steps} steps; {target}")
+            at_init = group["target"] is not None and not any(_finite(r["tt_target"]) for r in group["rows"])
+            note = " (every run's initial q reaches it: no time to target)" if at_init else ""
+            out.append(f"- N = {group['N']:,}: {steps} steps; {target}{note}")
         out += ["", HEADER, "|" + "---|" * 11]
         for group in table["groups"]:
             for r in group["rows"]:

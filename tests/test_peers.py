@@ -373,6 +373,21 @@ def test_peers_table_when_ours_failed():
     assert mvn["steps_per_s"] == 0.3 and mvn["steps_per_s_x_ours"] is None and mvn["tt_target"] == 1.0
 
 
+def test_a_target_reached_at_initialization_gives_no_time():
+    """Five steps from far away (the full-rank speed rows): every initial q already reaches the lowest
+    final ELBO, so no run has a time to it, and the table says why instead of showing 0 s."""
+    from hierbench.peers import compare, markdown, time_to_common_target
+
+    dense = _record("dense", [-300.0, -200.0], 0.3, n=1000)
+    mvn = _record("numpyro-automvn", [-300.0, -250.0], 0.3, n=1000)
+    peer = _record("blackjax-fullrank", [-200.0, -350.0], 0.4, n=1000)  # sets the target, -350
+    assert time_to_common_target(dense, -350.0) is None
+    assert time_to_common_target(dense, -250.0) == 1.0  # a target reached after step 0 keeps its time
+    ((group,),) = [t["groups"] for t in compare([dense, mvn, peer])]
+    assert group["target"] == -350.0 and all(r["tt_target"] is None for r in group["rows"])
+    assert "every run's initial q reaches it: no time to target" in markdown(compare([dense, mvn, peer]))
+
+
 def test_peers_report_only_writes_the_summary(tmp_path, capsys):
     import json
 
