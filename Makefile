@@ -64,7 +64,7 @@ paper: setup  ## the paper's four sweeps (resumable; JOBS=K), then `make figures
 	$(VENV)/bin/hierbench figures --out results/paper || status=$$?; \
 	exit $$status
 
-peers: setup  ## ours vs every peer, one table per model and family (experiments/peers.toml) -> results/peers/ (hours on 2 cores; resumes)
+peers: setup  ## ours vs every peer, one table per model and family (experiments/peers.toml) -> results/peers/ (about 1.5 h on 2 cores; resumes)
 	$(VENV)/bin/hierbench peers --out results/peers
 
 perf: setup  ## performance suite: one step per family, ours vs numpyro (on our joint and native), vs the floor -> results/perf/
