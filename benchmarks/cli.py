@@ -167,9 +167,12 @@ def _pairs(pairs: list[str] | None) -> dict[str, str]:
 def _print_result(rec: dict, out: Path | None = None) -> None:
     backend = f" [{rec['backend']}]" if rec.get("backend", "jax") != "jax" else ""
     parts = [f"{rec['method']} on {rec['dataset']} (N={rec.get('num_groups')}){backend}: {rec['status']}"]
-    if rec.get("elbo") is not None:
+    ok = rec["status"] == "ok"  # a diverged run's last scores stay in its record, not in this line
+    if not ok and rec.get("error"):
+        parts.append(str(rec["error"]).splitlines()[0][:200])
+    if ok and rec.get("elbo") is not None:
         parts.append(f"ELBO {rec['elbo']:.3f} ± {rec['elbo_se']:.3f}")
-    if rec.get("kl") is not None:
+    if ok and rec.get("kl") is not None:
         parts.append(f"KL {rec['kl']:.4g} ({rec['kl_per_group']:.3g}/group)")
     if rec.get("gate_passed") is not None:
         gate = "gate passed" if rec["gate_passed"] else "gate FAILED: " + "; ".join(rec["failed_checks"])

@@ -58,15 +58,16 @@ def summary_frame(records: list[dict[str, Any]]):
     for rec in records:
         n = rec.get("num_groups") or 0
         mem = rec.get("memory_bytes") or rec.get("memory_estimate_bytes")
+        ok = rec["status"] == "ok"  # a diverged run's last scores are not a result: no number shown
         rows.append(
             {
                 "method": rec["method"],
                 "variant": variant(rec),
                 "N": n,
                 "status": rec["status"],
-                "elbo_per_user": rec["elbo"] / n if rec.get("elbo") is not None and n else None,
-                "elbo_se": rec.get("elbo_se"),
-                "heldout_lpd_per_obs": rec.get("heldout_lpd_per_obs"),
+                "elbo_per_user": rec["elbo"] / n if ok and rec.get("elbo") is not None and n else None,
+                "elbo_se": rec.get("elbo_se") if ok else None,
+                "heldout_lpd_per_obs": rec.get("heldout_lpd_per_obs") if ok else None,
                 "steps": rec.get("steps"),
                 "wall_s": rec.get("wall_s"),
                 "compile_s": rec.get("compile_s"),
@@ -80,14 +81,14 @@ def summary_frame(records: list[dict[str, Any]]):
 
 def latest_runs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records the figure shows: on the dataset and size of the last record, the last record of each
-    method (and head) that has a trace of scores."""
+    method (and head) that ended ok and has a trace of scores (a failed run is never drawn)."""
     if not records:
         return []
     last = records[-1]
     chosen: dict[str, dict[str, Any]] = {}
     for rec in records:
         same = rec["dataset"] == last["dataset"] and rec.get("num_groups") == last.get("num_groups")
-        if same and any(p.get("elbo") is not None for p in rec.get("trace") or []):
+        if same and rec["status"] == "ok" and any(p.get("elbo") is not None for p in rec.get("trace") or []):
             chosen[label(rec)] = rec  # a later record of the same method replaces an earlier one
     return list(chosen.values())
 

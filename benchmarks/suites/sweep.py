@@ -124,14 +124,17 @@ def _describe(cell: Cell) -> str:
 
 
 def _outcome(record: Record) -> str:
+    """The progress line's end: the status, a score only for a run that ended ok (a diverged run's last
+    ELBO is not a result), the wall time, and the first line of any other run's error."""
+    ok = record["status"] == "ok"
     parts = [record["status"]]
-    if record["kl_per_group"] is not None:
+    if ok and record["kl_per_group"] is not None:
         parts.append(f"KL/N {record['kl_per_group']:.3g}")
-    elif record["elbo"] is not None:
+    elif ok and record["elbo"] is not None:
         parts.append(f"ELBO {record['elbo']:.4g}")
     if record["wall_s"]:
         parts.append(f"{record['wall_s']:.1f} s")
-    if record["status"] == "error" and record.get("error"):
+    if not ok and record.get("error"):
         parts.append(str(record["error"]).splitlines()[0][:200])
     return ", ".join(parts)
 
