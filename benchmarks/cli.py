@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--steps",
         type=int,
-        help="optimization steps (default: the method's own, 10,000; amortized with head=potential: 30,000)",
+        help="optimization steps (default: the method's own, 10,000; amortized: 30,000)",
     )
     run.add_argument(
         "--budget-s",

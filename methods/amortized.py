@@ -106,10 +106,12 @@ def _mlp(layers, h, final_activation: bool = False, scale: float = 1.0):
 DEFAULT_BATCH_GROUPS = 32  # the paper's minibatch of groups
 
 
-POTENTIAL_STEPS = 30_000
-"""The potential head's default step count (the other families': 10,000).  Measured on hier-linear
-(N = 100, n = 20, d = 10, 32 groups a step): KL/N 0.066-0.12 over seeds 0-4 after 10,000 steps,
-1.4e-4 and 2.4e-5 on seeds 2 and 0 after 30,000 (``results/defaults/README.md``)."""
+AMORTIZED_STEPS = 30_000
+"""The amortized method's default step count, both heads (the other families': 10,000).  Measured on
+hier-linear (n = 20, d = 10, 32 groups a step), neither head lands at 10,000 on small data: the potential
+head at N = 100 ends at KL/N 0.066-0.12 over seeds 0-4, the moments head at N = 10 at 0.31 on seed 0;
+at 30,000 the potential head reaches 2.4e-5 and 1.4e-4 (N = 100, seeds 0 and 2) and the moments head
+≤ 4.9e-5 (N = 10, seeds 0-4) and ≤ 3.0e-4 (N = 100, seeds 0 and 2) (``results/defaults/README.md``)."""
 
 MOMENTS_DEFAULTS = {"output": "precision", "second_moments": True, "rho_lr": 0.03}
 """The moments head's defaults; ``output="covariance", second_moments=False, rho_lr=1.0`` is the
@@ -159,7 +161,7 @@ def make(
 
 
 # `hierbench list` prints a factory's note: the one default its params line cannot show
-make.note = lambda: f"steps defaults to {POTENTIAL_STEPS} with head=potential"
+make.note = lambda: f"steps defaults to {AMORTIZED_STEPS:,} (both heads)"
 
 
 def row_feature_stats(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -223,8 +225,8 @@ def build(
         Moments head: multiplier of the learning rate of ρ's weights (> 0).  Small values let the
         readouts of S_i carry what they can represent exactly, and ρ the rest, without ρ's noise.
     **train
-        :class:`~hierbench.methods.base.TrainConfig` fields; the potential head's ``steps`` default is
-        :data:`POTENTIAL_STEPS`.
+        :class:`~hierbench.methods.base.TrainConfig` fields; ``steps`` defaults to
+        :data:`AMORTIZED_STEPS`.
 
     Returns
     -------
@@ -233,7 +235,7 @@ def build(
         :func:`make` passes to :func:`~hierbench.methods.base.make_vi` to be recorded.
     """
     check_choice("head", head, ("moments", "potential"))
-    cfg = train_config(train, **({"steps": POTENTIAL_STEPS} if head == "potential" else {}))
+    cfg = train_config(train, steps=AMORTIZED_STEPS)
     if not isinstance(condition_on_theta, bool):
         raise ParamError(f"condition_on_theta must be true or false, got {condition_on_theta!r}")
     width = check_positive_int("width", width)

@@ -2,9 +2,9 @@
 data, seeds 0-4: a user who runs ``hierbench run --method M`` without tuning gets the answer.
 
 Bounds (issue 14): dense and branch contain the posterior, KL ≤ 0.05 nats at N = 10; mean-field
-within 5% of its analytic optimum; low-rank no worse than that optimum; amortized (potential head)
+within 5% of its analytic optimum; low-rank no worse than that optimum; amortized (both heads)
 KL/N ≤ 0.05 at N = 10 and 100; dense also on torch.  Each runs its method's own default step count
-(10,000; the potential head's 30,000), in ``make test-all`` (``slow``).  ``make test`` runs dense on
+(10,000; amortized's 30,000), in ``make test-all`` (``slow``).  ``make test`` runs dense on
 JAX at N = 10, the case of issue 14, also at its defaults (4-11 s a seed, by load): fewer steps do not
 land (measured, seeds 0-4: KL ≈ 34 nats after 2,000 steps, ≈ 9 after 3,000, the schedule's decay
 scaling with the step count), and every other case costs 10-300 s a seed.
@@ -17,7 +17,7 @@ from conftest import optimal_meanfield_kl
 
 from hierbench.harness import run_one
 from hierbench.harness.one import DEFAULT_STEPS, METHOD_STEPS
-from hierbench.methods.amortized import POTENTIAL_STEPS
+from hierbench.methods.amortized import AMORTIZED_STEPS
 from hierbench.registry import build_model, lookup
 
 SEEDS = range(5)
@@ -31,6 +31,8 @@ CASES = [
     ("lowrank", {}, 10, "jax"),
     ("amortized", {"head": "potential"}, 10, "jax"),
     ("amortized", {"head": "potential"}, 100, "jax"),
+    ("amortized", {"head": "moments"}, 10, "jax"),
+    ("amortized", {"head": "moments"}, 100, "jax"),
 ]
 FAST = [("dense", {}, 10, "jax")]  # also in `make test` (module docstring)
 
@@ -77,10 +79,11 @@ def test_defaults_land(method, method_params, groups, backend, seed):
 
 
 def test_a_run_takes_its_methods_default_step_count():
-    """Without a step count a run takes its method's own (the potential head's is 30,000)."""
+    """Without a step count a run takes its method's own (amortized's is 30,000, both heads)."""
     model = build_model("hier-linear", DATA | {"N": 10})
     amortized = lookup("method", "amortized")
-    assert amortized(model, head="potential").config["steps"] == POTENTIAL_STEPS == 30_000
-    assert amortized(model).config["steps"] == DEFAULT_STEPS
+    assert amortized(model, head="potential").config["steps"] == AMORTIZED_STEPS == 30_000
+    assert amortized(model).config["steps"] == AMORTIZED_STEPS  # the default head, moments
+    assert lookup("method", "branch")(model).config["steps"] == DEFAULT_STEPS
     rec = run_one("meanfield", "hier-linear", DATA | {"N": 10}, checkpoints=1, eval_draws=10)
     assert rec["status"] == "ok" and rec["steps"] == DEFAULT_STEPS
