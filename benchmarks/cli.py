@@ -17,7 +17,7 @@ from hierbench.datasets import DATASETS
 from hierbench.datasets.base import ParamError
 from hierbench.datasets.export import export
 from hierbench.methods import METHODS
-from hierbench.records import append_record, read_records
+from hierbench.records import append_record, error_line, read_records
 from hierbench.registry import build_model, describe, parameters, parse_params
 
 
@@ -168,8 +168,8 @@ def _print_result(rec: dict, out: Path | None = None) -> None:
     backend = f" [{rec['backend']}]" if rec.get("backend", "jax") != "jax" else ""
     parts = [f"{rec['method']} on {rec['dataset']} (N={rec.get('num_groups')}){backend}: {rec['status']}"]
     ok = rec["status"] == "ok"  # a diverged run's last scores stay in its record, not in this line
-    if not ok and rec.get("error"):
-        parts.append(str(rec["error"]).splitlines()[0][:200])
+    if not ok and error_line(rec):
+        parts.append(error_line(rec))
     if ok and rec.get("elbo") is not None:
         parts.append(f"ELBO {rec['elbo']:.3f} ± {rec['elbo_se']:.3f}")
     if ok and rec.get("kl") is not None:

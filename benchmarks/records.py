@@ -176,6 +176,12 @@ def finish(record: Record, status: str, error: str | None = None, **fields: Any)
     return record
 
 
+def error_line(record: dict[str, Any], width: int = 200) -> str:
+    """The first line of a record's error, at most ``width`` characters ("" when it has none)."""
+    error = str(record.get("error") or "")
+    return error.splitlines()[0][:width] if error else ""
+
+
 def failed_record(identity: dict[str, Any], status: str, error: str, **fields: Any) -> Record:
     """A whole record of a run that produced none of its own (an exception before the run, a dead
     worker): ``identity`` holds run_one-style keys (method, dataset, data_params, method_params,

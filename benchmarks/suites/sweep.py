@@ -30,7 +30,7 @@ from typing import Any
 
 from hierbench._io import REFERENCES_DIR, SWEEPS_DIR, file_lock, seal
 from hierbench.datasets.base import ParamError
-from hierbench.records import Record, append_record, failed_record, read_records
+from hierbench.records import Record, append_record, error_line, failed_record, read_records
 from hierbench.records import validate as validate_record
 from hierbench.suites.executors import EXECUTORS, Runner, run_cell, run_dask, run_in_process, run_local
 from hierbench.suites.experiment import (
@@ -134,8 +134,8 @@ def _outcome(record: Record) -> str:
         parts.append(f"ELBO {record['elbo']:.4g}")
     if record["wall_s"]:
         parts.append(f"{record['wall_s']:.1f} s")
-    if not ok and record.get("error"):
-        parts.append(str(record["error"]).splitlines()[0][:200])
+    if not ok and error_line(record):
+        parts.append(error_line(record))
     return ", ".join(parts)
 
 
