@@ -40,6 +40,15 @@ pooling into natural parameters), the moments head pools moments and maps them t
 
 Both train q(θ) and the net on minibatches of ``batch_groups`` groups scaled by N/B.
 
+**q(θ)'s factor** is branch's row scale × unit lower-triangular (``factor="scaled"``, the default;
+:mod:`hierbench.methods.branch` has why), not the softplus-diagonal Cholesky (``factor="cholesky"``,
+kept to reproduce this).  Measured at full MovieLens-25M scale (``make scale``: 162,541 users, the
+moments head, lr 1e-2, seed 0): with the Cholesky, q(θ)'s diagonal shrank to 0.007-0.03 as it should
+with that many users, while Adam's lr-sized steps walked its off-diagonal entries up to 0.66, up to 74×
+their rows' diagonal: a condition number of 3·10¹⁸ at step 1,674, where log q(θ) on q's own draws was
+−10⁸ to −10⁹ and the training −ELBO went to −3.5·10⁸ (recorded ``diverged``: q's density broken down).
+The scaled factor moves an off-diagonal entry by lr relative to its row's scale.
+
 ``condition_on_theta=False`` drops the dependence of q(z_i | θ) on θ (A_i = 0, so q(θ, z) =
 q(θ) ∏_i q(z_i)): the moments head outputs no gain, and the potential head's prior term keeps
 W fixed at zero (not a trainable parameter).  Comparing the two as N grows shows how much the
@@ -48,6 +57,7 @@ conditioning on θ is worth once q(θ) concentrates.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -132,6 +142,7 @@ def make(
     output: str = MOMENTS_DEFAULTS["output"],
     second_moments: bool = MOMENTS_DEFAULTS["second_moments"],
     rho_lr: float = MOMENTS_DEFAULTS["rho_lr"],
+    factor: str = "scaled",
     **train,
 ) -> Method:
     """Dense q(θ) + a permutation-invariant net per group (head moments|potential); minibatches of groups.
@@ -141,7 +152,7 @@ def make(
     groups or a rating store (None: the batch source's default,
     :func:`~hierbench.methods.batches.default_batches`).  The net's parameters (``head``, ``width``,
     ``depth``, ``potential_rank``, ``init_sd``, ``condition_on_theta``, and the moments head's ``output``,
-    ``second_moments`` and ``rho_lr``) and ``**train`` are documented at :func:`build`."""
+    ``second_moments`` and ``rho_lr``), q(θ)'s ``factor`` and ``**train`` are documented at :func:`build`."""
     if batch_groups is None:
         batch_groups = min(DEFAULT_BATCH_GROUPS, model.num_groups)
     family, cfg, config = build(
@@ -155,6 +166,7 @@ def make(
         output=output,
         second_moments=second_moments,
         rho_lr=rho_lr,
+        factor=factor,
         **train,
     )
     return make_vi(model, family, cfg, batch_groups=batch_groups, max_strata=max_strata, **config)
@@ -190,6 +202,7 @@ def build(
     output: str = MOMENTS_DEFAULTS["output"],
     second_moments: bool = MOMENTS_DEFAULTS["second_moments"],
     rho_lr: float = MOMENTS_DEFAULTS["rho_lr"],
+    factor: str = "scaled",
     **train: Any,
 ) -> tuple[Family, TrainConfig, dict[str, Any]]:
     """:func:`make`'s family, training configuration and recorded settings, without the VI loop.
@@ -224,6 +237,9 @@ def build(
     rho_lr : float
         Moments head: multiplier of the learning rate of ρ's weights (> 0).  Small values let the
         readouts of S_i carry what they can represent exactly, and ρ the rest, without ρ's noise.
+    factor : {"scaled", "cholesky"}
+        How q(θ)'s factor is parameterized (:data:`~hierbench.methods._gaussian.FACTORS`; module
+        docstring): row scale × unit lower-triangular, or the softplus-diagonal Cholesky.
     **train
         :class:`~hierbench.methods.base.TrainConfig` fields; ``steps`` defaults to
         :data:`AMORTIZED_STEPS`.
@@ -242,6 +258,9 @@ def build(
     depth = check_positive_int("depth", depth)
     k = check_positive_int("potential_rank", potential_rank)
     check_choice("output", output, ("precision", "covariance"))
+    check_choice("factor", factor, tuple(g.FACTORS))
+    global_draw = functools.partial(g.global_draw, to_chol=g.FACTORS[factor])
+    global_log_q = functools.partial(g.global_log_q, to_chol=g.FACTORS[factor])
     if not isinstance(second_moments, bool):
         raise ParamError(f"second_moments must be true or false, got {second_moments!r}")
     if isinstance(rho_lr, bool) or not isinstance(rho_lr, (int, float)) or not 0 < rho_lr < math.inf:
@@ -375,12 +394,12 @@ def build(
         return cond_draw(eps, theta - params["g_mean"], *local(params, data_b))
 
     def draw(params, eps, idx, data_b):
-        theta = g.global_draw(params, eps[0])
+        theta = global_draw(params, eps[0])
         return theta, draw_local(params, eps[1], theta, idx, data_b)
 
     def log_q(params, theta, z, idx, data_b):
         lq_local = cond_log_q(theta - params["g_mean"], z, *local(params, data_b))
-        return g.global_log_q(params, theta), lq_local
+        return global_log_q(params, theta), lq_local
 
     family = Family(
         init_params,
@@ -388,7 +407,7 @@ def build(
         draw,
         log_q,
         factorizes_over_groups=True,
-        draw_global=g.global_draw,
+        draw_global=global_draw,
         draw_local=draw_local,
     )
     config = {
@@ -398,6 +417,7 @@ def build(
         "potential_rank": potential_rank,
         "init_sd": init_sd,
         "condition_on_theta": condition_on_theta,
+        "factor": factor,
     }
     if head == "moments":
         config |= {"output": output, "second_moments": second_moments, "rho_lr": rho_lr}
