@@ -2,8 +2,9 @@
 Python plan produced (frozen in tests/data/plans.json before those plans were deleted; the peers plan
 has since become one comparison per model and family, tested in tests/test_peers.py).  One edit since:
 amortized runs no longer spell ``batch_groups = 32`` (a B above N is refused since the one validation
-layer; amortized's default is min(32, N), what those cells ran).  And the bench runs the moments head
-for the potential head's 10,000 steps (was 4,000), since the fixed head converges over that budget."""
+layer; amortized's default is min(32, N), what those cells ran).  And the bench runs both amortized
+heads at the method's default 30,000 steps (the moments head ran 4,000, then 10,000; at 10,000 with q(θ)'s
+scaled factor neither head landed on every N: results/bench/README.md)."""
 
 from __future__ import annotations
 
